@@ -1,0 +1,47 @@
+# backup-exporter: `make run` (demo) and `make test` work on a fresh Debian machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+LISTEN ?= :9977
+PYTEST_ARGS ?=
+
+.PHONY: run test lint unit bench deps promtool clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+deps: $(STAMP)
+
+## run: install into .venv and start the exporter in --demo mode on $(LISTEN)
+run: $(STAMP)
+	$(BIN)/backup-exporter --demo --web.listen-address=$(LISTEN) --storage.path=data/demo
+
+## promtool: Debian's prometheus package (promtool, and prometheus for the e2e tests)
+promtool:
+	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "promtool missing: run as root or apt-get install prometheus" >&2; exit 1; fi; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
+
+lint: $(STAMP)
+	$(BIN)/ruff check exporter tests benchmarks
+	$(BIN)/ruff format --check exporter tests benchmarks
+	$(BIN)/mypy
+
+unit: $(STAMP) promtool
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## test: everything CI runs: lint, then the whole suite (installs what it needs)
+test: lint unit
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data
