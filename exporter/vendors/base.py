@@ -1,0 +1,332 @@
+"""What every vendor module shares: the client protocol, the error kinds, and
+one HTTP helper that owns timeouts, retries, re-login and size limits.
+
+A vendor module provides a `VendorClient` class and pure `parse_*` functions;
+it never sleeps, retries or counts requests itself: `HttpClient` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import aiohttp
+from yarl import URL
+
+from exporter.model import Collection
+
+if TYPE_CHECKING:
+    from exporter.config import TargetConfig
+
+log = logging.getLogger(__name__)
+
+ERROR_REASONS: tuple[str, ...] = ("timeout", "auth", "http", "parse", "connection", "config")
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_RETRIES = 3
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Retry-After beyond this is not worth waiting for inside one collection:
+# fail now and let the next poll try.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+class CollectionError(Exception):
+    """A collection of one target failed; `reason` is the error-metric label.
+
+    Messages must never contain secrets, nor long upstream bodies.
+    """
+
+    reason: ClassVar[str] = "http"
+
+
+class TimeoutCollectionError(CollectionError):
+    reason = "timeout"
+
+
+class AuthError(CollectionError):
+    reason = "auth"
+
+
+class HTTPStatusError(CollectionError):
+    reason = "http"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ParseError(CollectionError):
+    reason = "parse"
+
+
+class ConnectionCollectionError(CollectionError):
+    reason = "connection"
+
+
+class TargetConfigError(CollectionError):
+    reason = "config"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    url: str
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+    def text(self) -> str:
+        # utf-8-sig drops the BOM some Windows servers put in front of bodies.
+        return self.body.decode("utf-8-sig", errors="replace")
+
+
+class Authenticator(Protocol):
+    """How a vendor authenticates; HttpClient calls it around each request."""
+
+    async def headers(self, http: HttpClient) -> Mapping[str, str]:
+        """Headers to add to a request, logging in first if there is no session."""
+        ...
+
+    async def invalidate(self, http: HttpClient) -> None:
+        """The server said 401: forget the session so `headers` logs in again."""
+        ...
+
+
+class NoAuth:
+    async def headers(self, http: HttpClient) -> Mapping[str, str]:
+        return {}
+
+    async def invalidate(self, http: HttpClient) -> None:
+        return None
+
+
+@dataclass
+class RequestStats:
+    """Requests made to the vendor, by HTTP code ("error" when none came back)."""
+
+    by_code: Counter[str] = field(default_factory=Counter)
+
+
+def build_ssl_context(ca_file: str | None, insecure_skip_verify: bool) -> ssl.SSLContext | bool:
+    if insecure_skip_verify:
+        return False
+    if ca_file:
+        return ssl.create_default_context(cafile=ca_file)
+    return True
+
+
+class HttpClient:
+    """One per target: a pooled aiohttp session plus the policies every vendor needs.
+
+    - bounded retries with exponential backoff and full jitter on connection
+      errors and 429/5xx, honouring Retry-After (seconds or HTTP date);
+    - one re-login on 401 through the Authenticator, then AuthError;
+    - bodies over `max_body_bytes` are refused without being buffered whole;
+    - every response is counted by code in `stats`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        ssl_context: ssl.SSLContext | bool = True,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 10.0,
+        user_agent: str = "backup-exporter",
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.base_url = URL(base_url.rstrip("/") + "/")
+        self.auth: Authenticator = NoAuth()
+        self.stats = RequestStats()
+        self._ssl = ssl_context
+        self._max_body = max_body_bytes
+        self._max_retries = max_retries
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._user_agent = user_agent
+        self._sleep = sleep
+        self._session: aiohttp.ClientSession | None = None
+        # Event-loop time by which the current collection must end (set by
+        # the poller). A retry that would sleep past it fails at once with the
+        # real error, instead of the collection ending as a bare timeout.
+        self.deadline: float | None = None
+
+    def url(self, path: str) -> URL:
+        """An absolute URL for `path`, relative to the configured base URL.
+
+        An absolute http(s) URL is returned unchanged (vendors hand out
+        next-page links in either form).
+        """
+        if path.startswith(("http://", "https://")):
+            return URL(path, encoded=True)
+        return self.base_url.join(URL(path.lstrip("/"), encoded=True))
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=4),
+                headers={"User-Agent": self._user_agent},
+                # The poller bounds the whole collection; this only stops one
+                # silent socket from eating all of it.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | str | Mapping[str, str] | None = None,
+        authenticate: bool = True,
+        ok: Callable[[int], bool] = lambda status: 200 <= status < 300,
+    ) -> Response:
+        """Send one logical request; return the response or raise CollectionError."""
+        url = self.url(path)
+        relogged = False
+        attempt = 0
+        while True:
+            all_headers: dict[str, str] = dict(headers or {})
+            if authenticate:
+                all_headers.update(await self.auth.headers(self))
+            try:
+                response = await self._send(method, url, params, all_headers, data)
+            except ConnectionCollectionError:
+                delay = self._backoff(attempt)
+                if attempt >= self._max_retries or self._past_deadline(delay):
+                    raise
+                await self._sleep(delay)
+                attempt += 1
+                continue
+            if response.status == 401 and authenticate and not relogged:
+                # Sessions expire (idle timeouts, rotated tokens), also in the
+                # middle of paging: log in again once, then repeat this request.
+                relogged = True
+                await self.auth.invalidate(self)
+                continue
+            if response.status in (401, 403):
+                raise AuthError(f"{method} {url.path}: HTTP {response.status} (check credentials and permissions)")
+            if response.status in RETRY_STATUSES and attempt < self._max_retries:
+                delay = self._retry_after(response) or self._backoff(attempt)
+                if delay > MAX_RETRY_AFTER_SECONDS or self._past_deadline(delay):
+                    raise HTTPStatusError(
+                        f"{method} {url.path}: HTTP {response.status} (no time left to retry after {delay:.1f}s)",
+                        response.status,
+                    )
+                await self._sleep(delay)
+                attempt += 1
+                continue
+            if not ok(response.status):
+                raise HTTPStatusError(f"{method} {url.path}: HTTP {response.status}", response.status)
+            return response
+
+    async def _send(
+        self,
+        method: str,
+        url: URL,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        data: bytes | str | Mapping[str, str] | None,
+    ) -> Response:
+        try:
+            async with self.session.request(method, url, params=params, headers=headers, data=data) as resp:
+                body = await self._read_limited(resp, method, url)
+                self.stats.by_code[str(resp.status)] += 1
+                return Response(resp.status, dict(resp.headers), body, str(resp.url))
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            self.stats.by_code["error"] += 1
+            # aiohttp's message carries host and errno only, never credentials.
+            raise ConnectionCollectionError(f"{method} {url.path}: {type(exc).__name__}: {exc}") from exc
+        except aiohttp.ClientResponseError as exc:
+            self.stats.by_code["error"] += 1
+            raise HTTPStatusError(f"{method} {url.path}: {exc.message}", exc.status) from exc
+
+    async def _read_limited(self, resp: aiohttp.ClientResponse, method: str, url: URL) -> bytes:
+        declared = resp.content_length
+        if declared is not None and declared > self._max_body:
+            raise ParseError(f"{method} {url.path}: body of {declared} bytes exceeds the {self._max_body} byte limit")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(65536):
+            size += len(chunk)
+            if size > self._max_body:
+                raise ParseError(f"{method} {url.path}: body exceeds the {self._max_body} byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _past_deadline(self, delay: float) -> bool:
+        return self.deadline is not None and asyncio.get_running_loop().time() + delay >= self.deadline
+
+    def _backoff(self, attempt: int) -> float:
+        # Full jitter (AWS architecture blog): spreads retries of many targets.
+        return random.uniform(0, min(self._backoff_cap, self._backoff_base * 2**attempt))
+
+    @staticmethod
+    def _retry_after(response: Response) -> float | None:
+        if response.status not in (429, 503):
+            return None
+        value = response.headers.get("Retry-After")
+        if not value:
+            return None
+        value = value.strip()
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - datetime.now(when.tzinfo)).total_seconds())
+
+
+class VendorClient(Protocol):
+    """A vendor's client. One instance per target, living as long as its config.
+
+    `collect` returns finished runs since `since` plus every run in progress.
+    It raises CollectionError subclasses only; anything else is a bug that the
+    poller still contains and counts as a parse error.
+    """
+
+    def __init__(self, target: TargetConfig, http: HttpClient) -> None: ...
+
+    async def collect(self, since: datetime, now: datetime) -> Collection: ...
+
+    async def close(self) -> None:
+        """Log out, where the vendor has sessions. Must not raise."""
+        ...
+
+
+@dataclass(frozen=True)
+class VendorSpec:
+    """What the config loader and the poller need to know about a vendor."""
+
+    name: str
+    client: type[VendorClient]
+    # Vendor-specific config keys and their expected Python types.
+    options: Mapping[str, type | tuple[type, ...]]
+    # Keys holding secrets: accepted inline, from ${ENV}, or as <key>_file.
+    secrets: tuple[str, ...]
+    required: tuple[str, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
