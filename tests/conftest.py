@@ -1,0 +1,52 @@
+"""Shared test fixtures. Vendor- or area-specific fixtures live in their own modules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GOLDEN_DIR = Path(__file__).parent / "golden"
+VENDOR_API_DIR = Path(__file__).resolve().parents[2] / "shared" / "vendor-api"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite tests/golden/* from the code under test (review the diff!)",
+    )
+
+
+class Golden:
+    """Compares a value with tests/golden/<name>; rewrites it only with --update-golden."""
+
+    def __init__(self, update: bool) -> None:
+        self.update = update
+
+    def check_text(self, name: str, actual: str) -> None:
+        path = GOLDEN_DIR / name
+        if self.update:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(actual, encoding="utf-8")
+            return
+        assert path.exists(), f"missing golden file {path}; run pytest --update-golden and review it"
+        assert actual == path.read_text(encoding="utf-8"), f"output differs from {path}"
+
+    def check_json(self, name: str, actual: Any) -> None:
+        self.check_text(name, json.dumps(actual, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Golden:
+    return Golden(bool(request.config.getoption("--update-golden")))
+
+
+@pytest.fixture(scope="session")
+def vendor_api_dir() -> Path:
+    """The vendors' documentation excerpts in ../shared/vendor-api (read-only)."""
+    if not VENDOR_API_DIR.is_dir():
+        pytest.fail(f"{VENDOR_API_DIR} not found: the tests need ../shared/vendor-api beside the checkout")
+    return VENDOR_API_DIR

@@ -1,0 +1,579 @@
+"""The config loader: every testdata/config/invalid-*.yml with its exact messages,
+then valid configs, secrets handling and the example config."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from exporter.config import (
+    Config,
+    ConfigError,
+    GlobalConfig,
+    Secret,
+    TargetConfig,
+    TlsConfig,
+    describe,
+    load_config,
+    parse_config,
+    warn_world_readable,
+)
+from exporter.model import JobKey
+from exporter.vendors import keepit
+from exporter.vendors.base import VendorSpec
+
+TESTDATA = Path(__file__).parent / "testdata" / "config"
+EXAMPLE = Path(__file__).parents[1] / "config.yaml.example"
+
+ENV_SECRET = "env-s3cret-Tok3n"
+INLINE_SECRET = "inline-s3cret"  # the inline password some invalid-*.yml carry
+ENVIRON = {"KEEPIT_PASSWORD": ENV_SECRET, "SAME_NAME": "keepit-dk"}
+
+# A fixed map, so that adding a vendor to VENDORS does not change the
+# "(one of: ...)" messages; keepit's own spec keeps its option types honest.
+VENDORS = {"keepit": keepit.SPEC}
+# A vendor with what keepit lacks: secret options, required keys, defaults, list[str].
+TOKEN_SPEC = VendorSpec(
+    name="tokenvendor",
+    client=keepit.KeepitClient,
+    options={"client_id": str, "client_secret": str, "scope": str, "jobs": list[str], "page_size": int},
+    secrets=("client_secret",),
+    required=("client_id", "client_secret"),
+    defaults={"scope": "api://default", "jobs": []},
+)
+BOTH_VENDORS = {"keepit": keepit.SPEC, "tokenvendor": TOKEN_SPEC}
+
+
+def messages(error: ConfigError) -> list[str]:
+    return [f"{location}: {message}" if location else message for location, message in error.problems]
+
+
+def parse(text: str, *, environ: dict[str, str] | None = None, base_dir: Path | None = None) -> Config:
+    return parse_config(text, "test.yml", environ=environ or {}, vendors=BOTH_VENDORS, base_dir=base_dir)
+
+
+def parse_error(text: str, *, environ: dict[str, str] | None = None, base_dir: Path | None = None) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        parse(text, environ=environ, base_dir=base_dir)
+    return caught.value
+
+
+def keepit_target(extra: str = "") -> str:
+    return "targets:\n  - name: kp\n    vendor: keepit\n    url: https://dk-co.keepit.com\n" + extra
+
+
+# --- invalid configs ---------------------------------------------------------
+
+INVALID = sorted(TESTDATA.glob("invalid-*.yml"))
+
+
+def test_invalid_testdata_is_there() -> None:
+    assert len(INVALID) >= 30
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_config(path: Path) -> None:
+    expected = [
+        line.removeprefix("# error: ").replace("{dir}", str(TESTDATA))
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.startswith("# error: ")
+    ]
+    assert expected, f"{path.name} has no '# error:' line"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ=ENVIRON, vendors=VENDORS)
+    error = caught.value
+    assert messages(error) == expected
+    assert error.source == str(path)
+    assert str(error).splitlines() == [f"{path}: {line}" for line in expected]
+    assert ENV_SECRET not in str(error)
+    assert INLINE_SECRET not in str(error)
+    assert INLINE_SECRET not in repr(error)
+    # Nor in a traceback: YAML errors quote the offending line.
+    assert error.__cause__ is None
+    assert error.__context__ is None or error.__suppress_context__
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "nope.yml", environ={}, vendors=VENDORS)
+    assert str(caught.value) == f"{tmp_path / 'nope.yml'}: cannot read config file: No such file or directory"
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path, environ={}, vendors=VENDORS)
+    assert messages(caught.value) == ["cannot read config file: Is a directory"]
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yml"
+    data = keepit_target("    labels: {city: K\xf8benhavn}\n").encode("latin-1")
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={}, vendors=VENDORS)
+    offset = data.index(b"\xf8")
+    assert messages(caught.value) == [f"not UTF-8 text (invalid byte at offset {offset})"]
+
+
+def test_unreadable_secret_file_names_file_not_content(tmp_path: Path) -> None:
+    secret_dir = tmp_path / "secret"
+    secret_dir.mkdir()
+    error = parse_error(keepit_target(f"    password_file: {secret_dir}\n"))
+    assert messages(error) == [f"targets[0].password_file: cannot read {secret_dir}: Is a directory"]
+
+
+def test_empty_secrets_are_errors(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("\n")
+    error = parse_error(
+        "targets:\n"
+        "  - {name: a, vendor: keepit, url: 'https://a.example', password: ''}\n"
+        "  - {name: b, vendor: keepit, url: 'https://b.example', password: '${EMPTY}'}\n"
+        "  - {name: c, vendor: keepit, url: 'https://c.example', password_file: empty}\n",
+        environ={"EMPTY": ""},
+        base_dir=tmp_path,
+    )
+    assert messages(error) == [
+        "targets[0].password: must not be empty",
+        "targets[1].password: must not be empty",
+        f"targets[2].password_file: {tmp_path / 'empty'} is empty",
+    ]
+
+
+def test_vendor_spec_rules() -> None:
+    error = parse_error(
+        "targets:\n"
+        "  - name: tv\n"
+        "    vendor: tokenvendor\n"
+        "    url: https://api.example.com\n"
+        "    jobs: [nightly, 7]\n"
+        "    page_size: true\n"
+        "    client_secret: 123\n"
+        "    scope_file: /x\n"
+    )
+    assert messages(error) == [
+        "targets[0].scope_file: unknown key",  # only secrets have a _file form
+        "targets[0].client_secret: expected a string, got an integer (quote it)",
+        "targets[0].jobs[1]: expected a string, got an integer (quote it)",
+        "targets[0].page_size: expected an integer, got a boolean",
+        "targets[0]: missing required key 'client_id' (required by vendor tokenvendor)",
+    ]
+
+
+def test_all_problems_reported_with_secret_nearby(tmp_path: Path) -> None:
+    """Every kind of failing key next to secrets given inline, by ${VAR} and by file."""
+    (tmp_path / "secret").write_text("file-s3cret\n")
+    error = parse_error(
+        "targets:\n"
+        "  - name: tv\n"
+        "    vendor: tokenvendor\n"
+        "    url: https://api.example.com\n"
+        "    username: svc\n"
+        "    password: ${PASSWORD}\n"
+        "    client_secret_file: secret\n"
+        "    client_id: abc\n"
+        "    interval: soon\n"
+        "    labels: {job: x}\n"
+        "  - name: kp\n"
+        "    vendor: keepit\n"
+        "    url: https://dk-co.keepit.com\n"
+        "    password: inline-s3cret\n"
+        "    password_file: secret\n"
+        "    tls: {insecure_skip_verify: 'yes'}\n",
+        environ={"PASSWORD": ENV_SECRET},
+        base_dir=tmp_path,
+    )
+    assert messages(error) == [
+        "targets[0].labels.job: reserved label name (set by the exporter or by Prometheus)",
+        "targets[0].interval: not a duration: 'soon' (use e.g. 90s, 5m, 26h, 7d or P1M)",
+        "targets[1]: give either password or password_file, not both",
+        "targets[1].tls.insecure_skip_verify: expected a boolean (true or false), got a string",
+    ]
+    for secret in (ENV_SECRET, INLINE_SECRET, "file-s3cret"):
+        assert secret not in str(error)
+        assert secret not in repr(error)
+
+
+# --- valid configs -----------------------------------------------------------
+
+FULL = """\
+global:
+  interval: 10m
+  timeout: 3m
+  lookback: 14d
+  max_concurrency: 4
+  rpo: 25h
+  job_retention: P60D
+targets:
+  - name: keepit-dk
+    vendor: keepit
+    url: https://dk-co.keepit.com/
+    username: ${USER_NAME}
+    password_file: secrets/keepit
+    labels: {tenant: acme, region: eu}
+    tls: {ca_file: ca.pem, insecure_skip_verify: false}
+    interval: 15m
+    timeout: 5m
+    lookback: 30d
+    rpo: 24h
+    account: 5t1sbe-s6zsgx-rtutxq
+    connectors: [Microsoft 365, sfnbtx-8uyqk2-gxq2pd]
+  - name: tv
+    vendor: tokenvendor
+    url: http://localhost:8080
+    client_id: abc
+    client_secret: ${CLIENT_SECRET}
+    jobs: [nightly]
+    page_size: 50
+rpo_overrides:
+  - match: {target: keepit-dk, job_name: "SQL.*"}
+    rpo: 4h
+  - match: {tenant: acme}
+    rpo: 2d
+"""
+
+
+def test_full_config(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "keepit").write_text("p@ss word\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    path = tmp_path / "config.yml"
+    path.write_text(FULL)
+    config = load_config(path, environ={"USER_NAME": "svc@acme", "CLIENT_SECRET": "cs"}, vendors=BOTH_VENDORS)
+
+    assert config.source == str(path)
+    assert config.global_ == GlobalConfig(
+        interval=timedelta(minutes=10),
+        timeout=timedelta(minutes=3),
+        lookback=timedelta(days=14),
+        max_concurrency=4,
+        rpo=timedelta(hours=25),
+        job_retention=timedelta(days=60),
+    )
+    assert config.targets[0] == TargetConfig(
+        name="keepit-dk",
+        vendor="keepit",
+        url="https://dk-co.keepit.com/",
+        username="svc@acme",
+        password=Secret("p@ss word"),
+        labels={"tenant": "acme", "region": "eu"},
+        tls=TlsConfig(ca_file=str(tmp_path / "ca.pem"), insecure_skip_verify=False),
+        interval=timedelta(minutes=15),
+        timeout=timedelta(minutes=5),
+        lookback=timedelta(days=30),
+        rpo=timedelta(hours=24),
+        options={"account": "5t1sbe-s6zsgx-rtutxq", "connectors": ["Microsoft 365", "sfnbtx-8uyqk2-gxq2pd"]},
+    )
+    token = config.targets[1]
+    assert token.options == {
+        "client_id": "abc",
+        "client_secret": Secret("cs"),
+        "scope": "api://default",
+        "jobs": ["nightly"],
+        "page_size": 50,
+    }
+    # Unset per-target values are global's.
+    assert (token.interval, token.timeout, token.lookback, token.rpo) == (
+        timedelta(minutes=10),
+        timedelta(minutes=3),
+        timedelta(days=14),
+        timedelta(hours=25),
+    )
+    assert [o.rpo for o in config.rpo_overrides] == [timedelta(hours=4), timedelta(days=2)]
+    assert config.rpo_overrides[0].match["job_name"].pattern == "SQL.*"
+
+
+def test_defaults() -> None:
+    config = parse(keepit_target())
+    defaults = GlobalConfig()
+    assert config.global_ == defaults
+    assert config.targets == (
+        TargetConfig(
+            name="kp",
+            vendor="keepit",
+            url="https://dk-co.keepit.com",
+            interval=defaults.interval,
+            timeout=defaults.timeout,
+            lookback=defaults.lookback,
+            rpo=defaults.rpo,
+        ),
+    )
+    assert config.rpo_overrides == ()
+
+
+def test_vendor_defaults_are_not_shared() -> None:
+    config = parse(
+        "targets:\n"
+        + "".join(
+            f"  - {{name: t{i}, vendor: tokenvendor, url: 'https://x', client_id: a, client_secret: b}}\n"
+            for i in range(2)
+        )
+    )
+    first, second = (t.options["jobs"] for t in config.targets)
+    assert first == second == []
+    assert first is not second
+
+
+def test_empty_targets_and_nulls_are_allowed() -> None:
+    config = parse("global:\ntargets: []\nrpo_overrides:\n")
+    assert config == Config(source="test.yml")
+    assert parse(keepit_target("    labels:\n    tls:\n    username:\n")).targets[0].labels == {}
+
+
+def test_unset_timeout_follows_a_shorter_interval() -> None:
+    config = parse("global: {interval: 1m}\n" + keepit_target("    interval: 30s\n"))
+    assert config.global_.timeout == timedelta(minutes=1)
+    assert config.targets[0].timeout == timedelta(seconds=30)
+
+
+def test_global_timeout_is_capped_for_a_target_with_a_shorter_interval_only_when_unset() -> None:
+    config = parse("global: {interval: 10m}\n" + keepit_target("    interval: 1m\n"))
+    assert config.targets[0].timeout == timedelta(minutes=1)
+
+
+def test_variable_expansion() -> None:
+    config = parse(
+        keepit_target(
+            "    username: ${USER}\n"
+            "    password: ${PASSWORD}\n"
+            "    labels: {tenant: '${TENANT}', literal: '$${NOT_A_VAR}', mixed: 'a-${TENANT}-$$${X}', dollar: $HOME}\n"
+            "    connectors: ['${CONNECTOR}']\n"
+            "rpo_overrides:\n"
+            "  - match: {job_name: '${JOB_RE}'}\n"
+            "    rpo: ${RPO}\n"
+        ),
+        environ={
+            # Expanded after parsing: YAML specials in values are just text.
+            "USER": "svc: #1",
+            "PASSWORD": "'\"{[&*!|>%@`",
+            "TENANT": "acme",
+            "CONNECTOR": "- not: a list",
+            "JOB_RE": "SQL.*",
+            "RPO": "4h",
+        },
+    )
+    target = config.targets[0]
+    assert target.username == "svc: #1"
+    assert target.password == Secret("'\"{[&*!|>%@`")
+    assert target.labels == {"tenant": "acme", "literal": "${NOT_A_VAR}", "mixed": "a-acme-$${X}", "dollar": "$HOME"}
+    assert target.options["connectors"] == ["- not: a list"]
+    assert config.rpo_overrides[0].rpo == timedelta(hours=4)
+
+
+def test_keys_are_not_expanded() -> None:
+    error = parse_error(keepit_target("    labels: {'${TENANT}': acme}\n"), environ={"TENANT": "tenant"})
+    assert messages(error) == ["targets[0].labels.${TENANT}: invalid label name (must match [a-zA-Z_][a-zA-Z0-9_]*)"]
+
+
+def test_password_file_relative_to_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "pw").write_text("s3cret\n")
+    (tmp_path / "conf" / "config.yml").write_text(keepit_target("    password_file: pw\n"))
+    monkeypatch.chdir(tmp_path)  # the working directory must not matter
+    config = load_config("conf/config.yml", environ={}, vendors=VENDORS)
+    assert config.targets[0].password == Secret("s3cret")
+
+
+@pytest.mark.parametrize(
+    ("content", "secret"),
+    [
+        (b"s3cret", "s3cret"),
+        (b"s3cret\n", "s3cret"),
+        (b"s3cret\r\n", "s3cret"),
+        (b"s3cret\n\n", "s3cret\n"),  # one newline only: the rest is the secret's
+        (b" s3cret \n", " s3cret "),
+        (b"a\rb\n", "a\rb"),
+    ],
+)
+def test_secret_file_content(tmp_path: Path, content: bytes, secret: str) -> None:
+    (tmp_path / "pw").write_bytes(content)
+    config = parse(keepit_target("    password_file: pw\n"), base_dir=tmp_path)
+    assert config.targets[0].password == Secret(secret)
+
+
+def test_vendor_secret_file_and_variable_in_path(tmp_path: Path) -> None:
+    (tmp_path / "client-secret").write_text("cs\n")
+    config = parse(
+        "targets:\n"
+        "  - name: tv\n"
+        "    vendor: tokenvendor\n"
+        "    url: https://api.example.com\n"
+        "    client_id: abc\n"
+        "    client_secret_file: ${CREDENTIALS_DIRECTORY}/client-secret\n",
+        environ={"CREDENTIALS_DIRECTORY": str(tmp_path)},
+    )
+    assert config.targets[0].options["client_secret"] == Secret("cs")
+
+
+def test_merge_keys_may_be_overridden() -> None:
+    # `<<` merges are no duplicate keys: overriding merged values is their point.
+    config = parse(
+        "targets:\n"
+        "  - &first {name: a, vendor: keepit, url: 'https://dk-co.keepit.com', rpo: 24h}\n"
+        "  - {<<: *first, name: b, rpo: 12h}\n"
+    )
+    assert [(t.name, t.rpo) for t in config.targets] == [("a", timedelta(hours=24)), ("b", timedelta(hours=12))]
+
+
+# --- rpo_for -----------------------------------------------------------------
+
+
+def test_rpo_for_first_match_wins_fully_anchored() -> None:
+    config = parse(
+        "targets:\n"
+        "  - {name: db, vendor: keepit, url: 'https://a.example', rpo: 26h, labels: {tier: gold}}\n"
+        "  - {name: other, vendor: keepit, url: 'https://b.example'}\n"
+        "rpo_overrides:\n"
+        "  - match: {target: db, job_name: 'SQL.*'}\n"
+        "    rpo: 4h\n"
+        "  - match: {job_name: 'SQL.*|MySQL'}\n"
+        "    rpo: 8h\n"
+        "  - match: {tier: gold}\n"
+        "    rpo: 12h\n"
+        "  - match: {vendor: keepit, job_type: restore}\n"
+        "    rpo: 1h\n"
+    )
+    db, other = config.targets
+
+    def rpo(target: TargetConfig, job_name: str, job_type: str = "backup") -> timedelta:
+        return config.rpo_for(target, JobKey(job_name, job_type))
+
+    assert rpo(db, "SQL nightly") == timedelta(hours=4)
+    assert rpo(other, "SQL nightly") == timedelta(hours=8)
+    assert rpo(db, "MySQL") == timedelta(hours=8)  # SQL.* must not match MySQL
+    assert rpo(other, "MySQL") == timedelta(hours=8)
+    assert rpo(other, "MySQL2") == timedelta(hours=26)  # nor MySQL match MySQL2
+    assert rpo(db, "Files") == timedelta(hours=12)  # a static label
+    assert rpo(other, "Files") == timedelta(hours=26)  # no such label: no match
+    assert rpo(other, "Files", "restore") == timedelta(hours=1)
+
+
+# --- secrets -----------------------------------------------------------------
+
+
+def test_secrets_never_shown(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("file-s3cret\n")
+    config = parse(
+        "targets:\n"
+        "  - {name: a, vendor: keepit, url: 'https://a.example', username: u, password: inline-s3cret}\n"
+        "  - {name: b, vendor: keepit, url: 'https://b.example', password_file: pw}\n"
+        "  - {name: c, vendor: tokenvendor, url: 'https://c.example', client_id: i, client_secret: '${CS}'}\n",
+        environ={"CS": ENV_SECRET},
+        base_dir=tmp_path,
+    )
+    assert sorted(config.secrets()) == sorted([INLINE_SECRET, "file-s3cret", ENV_SECRET])
+    shown = [str(config), repr(config), "\n".join(config.describe()), *(str(t) for t in config.targets)]
+    for text in shown:
+        for secret in config.secrets():
+            assert secret not in text
+
+
+def test_describe() -> None:
+    config = parse(
+        "targets:\n"
+        "  - name: keepit-dk\n"
+        "    vendor: keepit\n"
+        "    url: https://dk-co.keepit.com\n"
+        "    username: svc\n"
+        "    password: hunter2\n"
+        "    labels: {tenant: acme, region: eu}\n"
+        "    tls: {insecure_skip_verify: true}\n"
+        "    connectors: [Microsoft 365]\n"
+        "  - {name: tv, vendor: tokenvendor, url: 'https://c.example', client_id: i, client_secret: s, rpo: 90m}\n"
+    )
+    assert config.describe() == [
+        'keepit-dk: vendor=keepit url=https://dk-co.keepit.com interval=5m timeout=2m rpo=1d2h labels={region="eu", '
+        'tenant="acme"} username="svc" password=<secret> insecure_skip_verify=true connectors=["Microsoft 365"]',
+        'tv: vendor=tokenvendor url=https://c.example interval=5m timeout=2m rpo=1h30m client_id="i" '
+        'client_secret=<secret> jobs=[] scope="api://default"',
+    ]
+
+
+def test_describe_function_joins_lines() -> None:
+    config = parse(keepit_target() + "  - {name: b, vendor: keepit, url: 'https://b.example'}\n")
+    assert describe(config) == "\n".join(config.describe())
+    assert len(describe(config).splitlines()) == 2
+
+
+def test_describe_strips_userinfo_of_targets_built_in_code() -> None:
+    target = TargetConfig(name="demo", vendor="keepit", url="http://user:pw@127.0.0.1:8080/api")
+    (line,) = Config(targets=(target,)).describe()
+    assert "url=http://127.0.0.1:8080/api " in line
+    assert "pw" not in line
+
+
+@pytest.mark.parametrize(
+    ("secret_line", "mode", "warned"),
+    [
+        ("password: inline-s3cret", 0o644, True),
+        ("password: inline-s3cret", 0o640, False),
+        ("password: ${KEEPIT_PASSWORD}", 0o644, False),
+        ("password_file: /run/secrets/keepit", 0o644, False),
+        ("password: $${literal}", 0o604, True),  # an escaped ${ is no variable
+    ],
+)
+def test_world_readable_warning(tmp_path: Path, secret_line: str, mode: int, warned: bool) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(keepit_target(f"    {secret_line}\n"))
+    path.chmod(mode)
+    warning = warn_world_readable(path, vendors=VENDORS)
+    if not warned:
+        assert warning is None
+        return
+    assert warning == (
+        f"{path} is readable by other users (mode {mode:04o}) and holds secrets inline at targets[0].password: "
+        "remove read access for others (chmod o-r) or move them to <key>_file or ${VAR}"
+    )
+    assert INLINE_SECRET not in warning
+
+
+def test_world_readable_warning_covers_vendor_secrets(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(
+        "targets:\n  - {name: c, vendor: tokenvendor, url: 'https://c.example', client_id: i, client_secret: s}\n"
+    )
+    path.chmod(0o644)
+    warning = warn_world_readable(path, vendors=BOTH_VENDORS)
+    assert warning is not None
+    assert "targets[0].client_secret:" in warning
+
+
+def test_world_readable_warning_ignores_unreadable_files(tmp_path: Path) -> None:
+    assert warn_world_readable(tmp_path / "missing.yml", vendors=VENDORS) is None
+
+
+# --- the shipped example -----------------------------------------------------
+
+
+def test_example_config_loads(tmp_path: Path) -> None:
+    """Loaded with the real vendor map, so the example cannot drift from the code."""
+    shutil.copy(EXAMPLE, tmp_path / "config.yml")
+    (tmp_path / "corp-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "keepit").write_text("token-password\n")
+
+    config = load_config(
+        tmp_path / "config.yml",
+        environ={"KEEPIT_USER": "svc", "CREDENTIALS_DIRECTORY": str(credentials)},
+    )
+
+    (target,) = config.targets
+    assert target.vendor == "keepit"
+    assert target.password == Secret("token-password")
+    assert target.tls.ca_file == str(tmp_path / "corp-ca.pem")
+    assert target.options["connectors"] == ["Microsoft 365", "sfnbtx-8uyqk2-gxq2pd"]
+    assert config.rpo_for(target, JobKey("Microsoft 365 (Exchange)", "backup")) == timedelta(hours=12)
+    assert config.rpo_for(target, JobKey("Salesforce", "backup")) == timedelta(days=2)
+    assert warn_world_readable(tmp_path / "config.yml") is None
+
+
+def test_example_documents_every_key() -> None:
+    text = EXAMPLE.read_text()
+    keys = {m.group(1) for m in re.finditer(r"^\s*-?\s*([a-z_]+):", text, re.MULTILINE)}
+    assert {"interval", "timeout", "lookback", "max_concurrency", "rpo", "job_retention"} <= keys
+    assert {"name", "vendor", "url", "username", "password_file", "labels", "tls", "ca_file"} <= keys
+    assert {"insecure_skip_verify", "account", "connectors", "rpo_overrides", "match"} <= keys
