@@ -1,0 +1,184 @@
+"""Command line: flags, logging, signals, and the run modes (serve, --demo,
+--once, --check-config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, describe, load_config, warn_world_readable
+from exporter.logs import LEVELS, RedactingFilter, setup_logging
+from exporter.poller import Redactor
+from exporter.server import create_app
+from exporter.service import ExporterService
+from exporter.vendors import VENDORS
+
+log = logging.getLogger("exporter")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="backup-exporter",
+        description="Prometheus exporter for Keepit, AvePoint Cloud Backup, Commvault and Veeam Backup EM.",
+    )
+    parser.add_argument("--config.file", dest="config_file", default="config.yaml", help="YAML configuration file")
+    parser.add_argument(
+        "--web.listen-address", dest="listen_address", default=":9977", help="address to serve on (host:port)"
+    )
+    parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="path of the metrics")
+    parser.add_argument("--storage.path", dest="storage_path", default="data/", help="directory of the state database")
+    parser.add_argument("--log.level", dest="log_level", default="info", choices=sorted(LEVELS))
+    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
+    parser.add_argument(
+        "--demo", action="store_true", help="collect from built-in vendor simulators on loopback; no config needed"
+    )
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the config, print what would be collected, exit"
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="collect every target once (with empty state), print the exposition, exit non-zero on any failure",
+    )
+    parser.add_argument("--version", action="version", version=f"backup-exporter {__version__}")
+    return parser.parse_args(argv)
+
+
+def parse_listen_address(address: str) -> tuple[str | None, int]:
+    """`:9977` (all interfaces), `127.0.0.1:9977` or `[::1]:9977`."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--web.listen-address: not host:port: {address!r}")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Secrets are known only once the config is loaded; the filter is updated then.
+    redacting = setup_logging(args.log_level, args.log_format, Redactor([]))
+    try:
+        return asyncio.run(_main(args, redacting))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _main(args: argparse.Namespace, redacting: RedactingFilter) -> int:
+    def on_config(config: Config) -> None:
+        redacting.redact = Redactor(config.secrets())
+
+    if args.demo:
+        from exporter.demo import DemoSimulators
+
+        async with DemoSimulators() as demo:
+            return await _run_mode(args, demo.config, on_config)
+
+    config_path = Path(args.config_file)
+    if not config_path.exists():  # noqa: ASYNC240 - once, before anything runs
+        print(
+            f"backup-exporter: config file {config_path} not found.\n"
+            "  Copy config.yaml.example to config.yaml and edit it, or pass --config.file PATH;\n"
+            "  to see the exporter work without any vendor account, run it with --demo.",
+            file=sys.stderr,
+        )
+        return 1
+
+    if warning := warn_world_readable(config_path):
+        log.warning(warning)
+    return await _run_mode(args, lambda: load_config(config_path), on_config)
+
+
+async def _run_mode(args: argparse.Namespace, load: Callable[[], Config], on_config: Callable[[Config], None]) -> int:
+    try:
+        config = load()
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    on_config(config)
+    if args.check_config:
+        print(describe(config))
+        return 0
+    if args.once:
+        return await _once(config)
+    return await _serve(args, config, load, on_config)
+
+
+async def _once(config: Config) -> int:
+    # Empty, throw-away state: --once is for debugging a target and must not
+    # touch the state of an exporter that may be running on the same machine.
+    with tempfile.TemporaryDirectory(prefix="backup-exporter-once-") as storage:
+        service = ExporterService(lambda: config, storage, VENDORS)
+        await service.start(config, schedule=False)
+        try:
+            assert service.poller is not None
+            results = await service.poller.collect_all_once()
+            sys.stdout.buffer.write(service.exposition.render())
+            sys.stdout.flush()
+        finally:
+            await service.stop()
+    failed = [name for name, ok in results.items() if not ok]
+    if failed:
+        print(f"backup-exporter: collection failed for: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _serve(
+    args: argparse.Namespace,
+    config: Config,
+    load: Callable[[], Config],
+    on_config: Callable[[Config], None],
+) -> int:
+    try:
+        host, port = parse_listen_address(args.listen_address)
+    except ValueError as exc:
+        print(f"backup-exporter: {exc}", file=sys.stderr)
+        return 1
+    service = ExporterService(load, args.storage_path, VENDORS, on_config=on_config)
+    await service.start(config)
+    runner = web.AppRunner(create_app(service, args.telemetry_path), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen", extra={"address": args.listen_address, "error": str(exc)})
+        await runner.cleanup()
+        await service.stop()
+        return 1
+    log.info(
+        "serving",
+        extra={"address": args.listen_address, "version": __version__, "targets": len(config.targets)},
+    )
+
+    stop = asyncio.Event()
+    reloads: set[asyncio.Task[tuple[bool, str]]] = set()
+    loop = asyncio.get_running_loop()
+
+    def on_sighup() -> None:
+        task = loop.create_task(service.reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+    await runner.cleanup()
+    await service.stop()
+    return 0
