@@ -1,0 +1,8 @@
+"""The vendor map: adding a vendor is one module and one line here."""
+
+from __future__ import annotations
+
+from exporter.vendors import keepit
+from exporter.vendors.base import VendorSpec
+
+VENDORS: dict[str, VendorSpec] = {spec.name: spec for spec in (keepit.SPEC,)}
