@@ -1,0 +1,145 @@
+"""Run the real exporter as a subprocess and read what it serves.
+
+Used by the end-to-end tests: nothing of the exporter is imported or mocked,
+it is started as an operator would start it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import aiohttp
+
+SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def parse_exposition(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """(name, labels, value) of every sample; a deliberately small, independent parser."""
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"unparseable exposition line: {line!r}"
+        labels = dict(LABEL.findall(match.group(2) or ""))
+        samples.append((match.group(1), labels, float(match.group(3))))
+    return samples
+
+
+def select(
+    samples: Sequence[tuple[str, dict[str, str], float]], name: str, **labels: str
+) -> list[tuple[dict[str, str], float]]:
+    return [(lab, v) for n, lab, v in samples if n == name and all(lab.get(k) == x for k, x in labels.items())]
+
+
+def promtool_check(body: bytes) -> subprocess.CompletedProcess[bytes]:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: `make test` installs Debian's prometheus package"
+    return subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60, check=False)
+
+
+class ExporterProcess:
+    def __init__(self, config_file: Path, storage: Path, *, extra_args: Sequence[str] = ()) -> None:
+        self.config_file = config_file
+        self.storage = storage
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_args = list(extra_args)
+        self.log_path = storage.parent / f"exporter-{self.port}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._log = self.log_path.open("ab")
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--config.file={self.config_file}",
+            f"--storage.path={self.storage}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--log.level=debug",
+            *self.extra_args,
+            stdout=self._log,
+            stderr=self._log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        await self.wait_for(lambda s: s == 200, path="/-/healthy", what="healthy")
+
+    async def get(self, path: str, **kwargs: object) -> tuple[int, bytes, dict[str, str]]:
+        async with (
+            aiohttp.ClientSession(auto_decompress=kwargs.pop("auto_decompress", True)) as session,  # type: ignore[arg-type]
+            session.get(self.url + path, **kwargs) as resp,  # type: ignore[arg-type]
+        ):
+            return resp.status, await resp.read(), dict(resp.headers)
+
+    async def post(self, path: str) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session, session.post(self.url + path) as resp:
+            return resp.status, await resp.text()
+
+    async def metrics(self) -> list[tuple[str, dict[str, str], float]]:
+        status, body, _ = await self.get("/metrics")
+        assert status == 200
+        return parse_exposition(body.decode())
+
+    async def wait_for(
+        self,
+        check: Callable[[int], bool] | None = None,
+        *,
+        path: str = "/-/ready",
+        metric: Callable[[list[tuple[str, dict[str, str], float]]], bool] | None = None,
+        within: float = 30.0,
+        what: str = "ready",
+    ) -> None:
+        deadline = asyncio.get_running_loop().time() + within
+        while asyncio.get_running_loop().time() < deadline:
+            assert self.proc is not None
+            if self.proc.returncode is not None:
+                raise AssertionError(f"exporter exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if metric is not None:
+                    if metric(await self.metrics()):
+                        return
+                else:
+                    status, _, _ = await self.get(path)
+                    if check is None or check(status):
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"exporter not {what} within {within}s:\n{self.logs()[-4000:]}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    async def send_signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc is None or self.proc.returncode is not None:
+            return self.proc.returncode if self.proc and self.proc.returncode is not None else 0
+        self.proc.send_signal(sig)
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout=15)
+        except TimeoutError:
+            self.proc.kill()
+            code = await self.proc.wait()
+        self._log.close()
+        return code
