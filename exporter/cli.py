@@ -23,6 +23,7 @@ from exporter.poller import Redactor
 from exporter.server import create_app
 from exporter.service import ExporterService
 from exporter.vendors import VENDORS
+from exporter.webconfig import WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -35,6 +36,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--config.file", dest="config_file", default="config.yaml", help="YAML configuration file")
     parser.add_argument(
         "--web.listen-address", dest="listen_address", default=":9977", help="address to serve on (host:port)"
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="TLS and basic auth, in the Prometheus exporter-toolkit format",
     )
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="path of the metrics")
     parser.add_argument("--storage.path", dest="storage_path", default="data/", help="directory of the state database")
@@ -142,15 +149,17 @@ async def _serve(
 ) -> int:
     try:
         host, port = parse_listen_address(args.listen_address)
-    except ValueError as exc:
+        web_config = load_web_config(args.web_config_file) if args.web_config_file else None
+    except (ValueError, WebConfigError) as exc:
         print(f"backup-exporter: {exc}", file=sys.stderr)
         return 1
     service = ExporterService(load, args.storage_path, VENDORS, on_config=on_config)
     await service.start(config)
-    runner = web.AppRunner(create_app(service, args.telemetry_path), access_log=None)
+    runner = web.AppRunner(create_app(service, args.telemetry_path, web_config), access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        ssl_context = web_config.ssl_context if web_config else None
+        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
         await site.start()
     except OSError as exc:
         log.error("cannot listen", extra={"address": args.listen_address, "error": str(exc)})
@@ -159,7 +168,13 @@ async def _serve(
         return 1
     log.info(
         "serving",
-        extra={"address": args.listen_address, "version": __version__, "targets": len(config.targets)},
+        extra={
+            "address": args.listen_address,
+            "version": __version__,
+            "targets": len(config.targets),
+            "tls": bool(web_config and web_config.ssl_context),
+            "basic_auth": bool(web_config and web_config.users),
+        },
     )
 
     stop = asyncio.Event()

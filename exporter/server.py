@@ -13,13 +13,16 @@ from aiohttp import web
 from exporter import __version__
 from exporter.exposition import CONTENT_TYPE
 from exporter.service import ExporterService
+from exporter.webconfig import WebConfig, middleware
 
 SERVICE = web.AppKey("service", ExporterService)
 TELEMETRY_PATH = web.AppKey("telemetry_path", str)
 
 
-def create_app(service: ExporterService, telemetry_path: str = "/metrics") -> web.Application:
-    app = web.Application()
+def create_app(
+    service: ExporterService, telemetry_path: str = "/metrics", web_config: WebConfig | None = None
+) -> web.Application:
+    app = web.Application(middlewares=[middleware(web_config)] if web_config else [])
     app[SERVICE] = service
     app[TELEMETRY_PATH] = telemetry_path
     app.router.add_get("/", landing_page)
