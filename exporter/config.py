@@ -651,7 +651,7 @@ def _build_target(
     url = _url(section)
     username = section.string("username")
     password = _secret(section, "password")
-    labels = _labels(section)
+    labels = _labels(section, spec)
     seen.label_names.update(labels)
     tls = _tls(section)
     timing = _target_timing(section, global_, explicit_timeout)
@@ -766,7 +766,7 @@ def _read_secret_file(section: _Section, file_key: str) -> Secret | None:
     return Secret(content)
 
 
-def _labels(target: _Section) -> dict[str, str]:
+def _labels(target: _Section, spec: VendorSpec | None) -> dict[str, str]:
     section = target.sub("labels")
     if section is None:
         return {}
@@ -776,6 +776,8 @@ def _labels(target: _Section) -> dict[str, str]:
             section.error(name, f"label name must be a string, got {_kind(name)} (quote it)")
             continue
         problem = _label_name_problem(name)
+        if not problem and spec is not None and name in spec.info_labels:
+            problem = f"reserved label name (set by {spec.name} on backup_job_info)"
         if problem:
             section.error(name, problem)
             continue

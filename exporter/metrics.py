@@ -70,6 +70,11 @@ JOB_RUNNING_PROGRESS = Family(
 JOB_RPO = Family(
     "backup_job_rpo_seconds", "gauge", "Configured recovery point objective of the job (global, target or override)."
 )
+JOB_INFO = Family(
+    "backup_job_info",
+    "gauge",
+    "Descriptive attributes of the job reported by the vendor (always 1); join on target, job_name, job_type.",
+)
 JOB_FAILURE_INFO = Family(
     "backup_job_last_failure_info",
     "gauge",
@@ -123,6 +128,7 @@ FAMILIES: tuple[Family, ...] = (
     JOB_RUNNING_SECONDS,
     JOB_RUNNING_PROGRESS,
     JOB_RPO,
+    JOB_INFO,
     JOB_FAILURE_INFO,
     SNAPSHOT_LAST_TIMESTAMP,
     SNAPSHOT_LAST_SIZE,
@@ -224,6 +230,8 @@ def _render_job(out: FragmentWriter, labels: Labels, job: JobState, rpo: timedel
     if job.running and job.running_progress is not None:
         out.sample(JOB_RUNNING_PROGRESS, labels, min(1.0, max(0.0, job.running_progress)))
     out.sample(JOB_RPO, labels, rpo.total_seconds())
+    if job.info:
+        out.sample(JOB_INFO, [*labels, *sorted(job.info.items())], 1)
 
 
 def _render_health(out: FragmentWriter, labels: Labels, state: TargetState, health: TargetHealth) -> None:

@@ -119,5 +119,9 @@ class Collection:
     jobs: tuple[JobKey, ...] = ()
     snapshots: tuple[Snapshot, ...] = ()
     repositories: tuple[Repository, ...] = ()
+    # Descriptive attributes of jobs (Keepit connector type, Veeam backup
+    # server), exported on backup_job_info and joined in PromQL; the label
+    # names must be declared in the vendor's VendorSpec.info_labels.
+    job_info: Mapping[JobKey, Mapping[str, str]] = field(default_factory=dict)
     # Human-readable facts for the first-run log line: "3 connectors, 2 pages".
     summary: Mapping[str, int] = field(default_factory=dict)

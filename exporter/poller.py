@@ -240,8 +240,12 @@ class Poller:
             self._concurrency = config.global_.max_concurrency
         wanted = {t.name: t for t in config.targets}
         redact = Redactor(config.secrets())
+        # A target whose settings changed is restarted, but keeps its health:
+        # its up/down state and error counters describe the same vendor.
+        kept_health: dict[str, TargetHealth] = {}
         for name in list(self._collectors):
             if name not in wanted or wanted[name] != self._collectors[name].target:
+                kept_health[name] = self._collectors[name].health
                 await self._stop(name)
                 if name not in wanted:
                     self._exposition.remove_target(name)
@@ -255,6 +259,8 @@ class Poller:
             collector = TargetCollector(
                 target, self._vendors[target.vendor], config, state, self._store, self._exposition, redact
             )
+            if name in kept_health:
+                collector.health = kept_health[name]
             self._collectors[name] = collector
             # Last known job values are facts about the past: serve them at once.
             collector.publish()

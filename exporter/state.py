@@ -82,6 +82,7 @@ class JobState:
     running: int = 0
     running_oldest_start: float | None = None
     running_progress: float | None = None
+    info: dict[str, str] = field(default_factory=dict)
 
     def observe(self, run: Run) -> None:
         self.runs_total[run.status.value] = self.runs_total.get(run.status.value, 0) + 1
@@ -209,6 +210,8 @@ def apply_collection(
 
     for key in collection.jobs:
         job(key)
+    for key, info in collection.job_info.items():
+        job(key).info = dict(info)
 
     finished = [r for r in collection.runs if r.status.finished]
     active = [r for r in collection.runs if not r.status.finished]

@@ -3,6 +3,7 @@ then valid configs, secrets handling and the example config."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from datetime import timedelta
@@ -45,7 +46,10 @@ TOKEN_SPEC = VendorSpec(
     required=("client_id", "client_secret"),
     defaults={"scope": "api://default", "jobs": []},
 )
-BOTH_VENDORS = {"keepit": keepit.SPEC, "tokenvendor": TOKEN_SPEC}
+# The generic tests below are about the loader, not about keepit's credentials:
+# they use keepit's option types without its required keys (tested apart).
+LENIENT_KEEPIT = dataclasses.replace(keepit.SPEC, required=())
+BOTH_VENDORS = {"keepit": LENIENT_KEEPIT, "tokenvendor": TOKEN_SPEC}
 
 
 def messages(error: ConfigError) -> list[str]:
@@ -67,6 +71,29 @@ def keepit_target(extra: str = "") -> str:
 
 
 # --- invalid configs ---------------------------------------------------------
+
+
+def test_keepit_requires_its_api_token_credentials() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(keepit_target(), "test.yml", environ={}, vendors=VENDORS)
+    assert messages(caught.value) == [
+        "targets[0]: missing required key 'username' (required by vendor keepit)",
+        "targets[0]: missing required key 'password' (required by vendor keepit)",
+    ]
+
+
+def test_info_labels_of_the_vendor_are_reserved() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            keepit_target("    username: u\n    password: p\n    labels: {connector_type: x}\n"),
+            "test.yml",
+            environ={},
+            vendors=VENDORS,
+        )
+    assert messages(caught.value) == [
+        "targets[0].labels.connector_type: reserved label name (set by keepit on backup_job_info)"
+    ]
+
 
 INVALID = sorted(TESTDATA.glob("invalid-*.yml"))
 
@@ -371,7 +398,7 @@ def test_keys_are_not_expanded() -> None:
 def test_password_file_relative_to_config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "pw").write_text("s3cret\n")
-    (tmp_path / "conf" / "config.yml").write_text(keepit_target("    password_file: pw\n"))
+    (tmp_path / "conf" / "config.yml").write_text(keepit_target("    username: u\n    password_file: pw\n"))
     monkeypatch.chdir(tmp_path)  # the working directory must not matter
     config = load_config("conf/config.yml", environ={}, vendors=VENDORS)
     assert config.targets[0].password == Secret("s3cret")

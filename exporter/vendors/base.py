@@ -330,3 +330,6 @@ class VendorSpec:
     secrets: tuple[str, ...]
     required: tuple[str, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    # Label names the vendor puts on backup_job_info; static target labels
+    # may not use them.
+    info_labels: tuple[str, ...] = ()

@@ -315,6 +315,12 @@ def parse_history(body: bytes | str, connector_name: str) -> list[Snapshot]:
     return snapshots
 
 
+def connector_info(connector: Connector) -> dict[str, str]:
+    """backup_job_info labels: DSL connectors name their real kind in agent-type."""
+    kind = connector.agent_type if connector.type == "dsl" and connector.agent_type else connector.type
+    return {"connector_type": kind, "connector_guid": connector.guid}
+
+
 def select_connectors(
     connectors: Sequence[Connector], wanted: Iterable[str] | None
 ) -> tuple[list[Connector], list[str]]:
@@ -434,11 +440,15 @@ class KeepitClient:
         }
         if unmatched:
             summary["connectors_unmatched"] = len(unmatched)
+        # Every job type of a connector shares its attributes.
+        keys = {run.job for run in runs} | {JobKey(job_name=c.name, job_type=SNAPSHOT_JOB_TYPE) for c in selected}
+        by_name = {c.name: c for c in selected}
         return Collection(
             runs=runs,
             jobs=tuple(JobKey(job_name=c.name, job_type=SNAPSHOT_JOB_TYPE) for c in selected),
             snapshots=snapshots,
             summary=summary,
+            job_info={key: connector_info(by_name[key.job_name]) for key in keys if key.job_name in by_name},
         )
 
     async def _call(self, tally: _Tally, method: str, path: str, body: str | None = None) -> Response:
@@ -575,5 +585,6 @@ SPEC = VendorSpec(
     client=KeepitClient,
     options={"account": str, "connectors": list},
     secrets=(),
-    required=(),
+    required=("username", "password"),
+    info_labels=("connector_type", "connector_guid"),
 )
