@@ -35,10 +35,22 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape_char(char: str) -> str:
+    if char in _ESCAPES:
+        return _ESCAPES[char]
+    if ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0:
+        # Vendor text must not be able to forge log lines or drive a terminal.
+        return f"\\x{ord(char):02x}"
+    return char
+
+
 def _logfmt_value(value: Any) -> str:
     text = str(value)
-    if text == "" or any(c in text for c in ' ="\\\n\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t") + '"'
+    if text == "" or any(c in text for c in ' ="') or any(_escape_char(c) != c for c in text):
+        return '"' + "".join(_escape_char(c) for c in text) + '"'
     return text
 
 
@@ -63,13 +75,26 @@ class RedactingFilter(logging.Filter):
         record.msg = self.redact(record.getMessage())
         record.args = None
         for key, value in list(record.__dict__.items()):
-            if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, self.redact(value))
+            if key not in _STANDARD:
+                setattr(record, key, self._redact_value(value))
         if record.exc_info:
             record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
             record.__dict__["exc"] = record.exc_text
         return True
+
+    def _redact_value(self, value: Any) -> Any:
+        """Strings redacted; containers walked; numbers kept; anything else
+        (an exception, an object) becomes its redacted str()."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self._redact_value(item) for item in value]
+        if isinstance(value, dict):
+            return {str(self._redact_value(k)): self._redact_value(v) for k, v in value.items()}
+        return self.redact(str(value))
 
 
 def setup_logging(level: str, fmt: str, redact: Callable[[str], str]) -> RedactingFilter:
