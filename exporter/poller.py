@@ -120,6 +120,9 @@ class TargetCollector:
             return False
 
         result = apply_collection(self.state, collection, now, job_retention=self.config.global_.job_retention)
+        # When the collection ended, not when it started: `now` above is the
+        # vendor query's reference time.
+        self.state.last_success = time.time()
         self.last_summary = collection.summary
         try:
             await self._store.save(self.state)

@@ -13,6 +13,7 @@ from aiohttp import web
 from exporter import __version__
 from exporter.exposition import CONTENT_TYPE
 from exporter.service import ExporterService
+from exporter.status import job_problems
 from exporter.webconfig import WebConfig, middleware
 
 SERVICE = web.AppKey("service", ExporterService)
@@ -35,7 +36,21 @@ def create_app(
 
 
 def _wants_gzip(request: web.Request) -> bool:
-    return "gzip" in request.headers.get("Accept-Encoding", "").lower()
+    """True when Accept-Encoding lists gzip (or *) with a non-zero q-value."""
+    for item in request.headers.get("Accept-Encoding", "").lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() not in ("gzip", "*"):
+            continue
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        return q > 0
+    return False
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -76,12 +91,45 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(status=500, text=f"Reload failed, previous configuration kept:\n{message}\n")
 
 
+def _ago(seconds: float) -> str:
+    """A short human duration: 45s, 3m 20s, 5h 7m, 2d 18h."""
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
 def _when(ts: float | None) -> str:
     if ts is None:
         return "never"
-    ago = max(0, int(time.time() - ts))
     stamp = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    return f"{stamp} ({ago}s ago)"
+    return f"{stamp} ({_ago(time.time() - ts)} ago)"
+
+
+def _problem_rows(service: ExporterService) -> str:
+    collectors = service.poller.collectors.values() if service.poller else ()
+    rows = []
+    for problem in job_problems(collectors, time.time()):
+        rows.append(
+            "<tr>"
+            f"<td>{html.escape(problem.target)}</td>"
+            f"<td>{html.escape(problem.vendor)}</td>"
+            f"<td>{html.escape(problem.job_name)}</td>"
+            f"<td>{html.escape(problem.job_type)}</td>"
+            f'<td class="down">{html.escape(", ".join(problem.problems))}</td>'
+            f"<td>{html.escape(_when(problem.last_success))}</td>"
+            f"<td>{html.escape(_ago(problem.rpo_seconds))}</td>"
+            f"<td>{html.escape(problem.reason or '')}</td>"
+            "</tr>"
+        )
+    return "".join(rows) or '<tr><td colspan="8">No job is failing or past its RPO.</td></tr>'
 
 
 async def landing_page(request: web.Request) -> web.Response:
@@ -114,6 +162,11 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.down{{color:#b0
 <table><tr><th>Target</th><th>Vendor</th><th>State</th><th>Last successful collection</th><th>Jobs</th>
 <th>Last error</th><th></th></tr>
 {"".join(rows) or '<tr><td colspan="7">No targets configured.</td></tr>'}
+</table>
+<h2>Jobs failing or past their RPO</h2>
+<table><tr><th>Target</th><th>Vendor</th><th>Job</th><th>Type</th><th>Problem</th><th>Last success</th>
+<th>RPO</th><th>Reason</th></tr>
+{_problem_rows(service)}
 </table></body></html>
 """
     return web.Response(text=page, content_type="text/html")

@@ -241,7 +241,6 @@ def apply_collection(
     state.watermark = _next_watermark(state.watermark, finished, active, now)
     expired = _expire(state, now_ts - job_retention.total_seconds())
     _prune_seen(state)
-    state.last_success = now_ts
     return ApplyResult(new_runs=new_runs, new_jobs=tuple(new_jobs), expired_jobs=expired)
 
 

@@ -14,10 +14,12 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import aiohttp
+import yaml
+from aiohttp.test_utils import TestServer
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})?\s+(\S+)$")
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -143,3 +145,38 @@ class ExporterProcess:
             code = await self.proc.wait()
         self._log.close()
         return code
+
+
+# --- helpers for tests that run a simulator in-process (pytest-aiohttp's aiohttp_server) ---
+
+
+def server_url(server: TestServer) -> str:
+    """The base URL of an aiohttp TestServer, without the trailing slash."""
+    return str(server.make_url("")).rstrip("/")
+
+
+async def sim_post(server: TestServer, path: str, payload: dict[str, object]) -> None:
+    """POST a JSON control request (/_sim/fault, /_sim/clock) to a simulator."""
+    async with aiohttp.ClientSession() as session, session.post(server_url(server) + path, json=payload) as resp:
+        assert resp.status == 200, await resp.text()
+
+
+def write_config(
+    path: Path,
+    targets: Sequence[Mapping[str, object]],
+    *,
+    global_: Mapping[str, object] | None = None,
+    mode: int = 0o600,
+) -> Path:
+    """A YAML config with the given targets and `global` keys, readable only by its owner by default."""
+    config: dict[str, object] = {"targets": [dict(t) for t in targets]}
+    if global_:
+        config["global"] = dict(global_)
+    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
+def unescape_label_value(value: str) -> str:
+    """The label value as written in the exposition (`\\\\`, `\\"`, `\\n` escapes) back to the raw string."""
+    return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
