@@ -700,7 +700,8 @@ def _vendor(section: _Section, vendors: Mapping[str, VendorSpec]) -> VendorSpec 
 
 
 def _allowed_target_keys(spec: VendorSpec) -> set[str]:
-    return {*_TARGET_KEYS, *spec.options, *spec.secrets, *(f"{key}_file" for key in spec.secrets)}
+    common = set(_TARGET_KEYS) if spec.credentials else set(_TARGET_KEYS) - {"username", "password", "password_file"}
+    return {*common, *spec.options, *spec.secrets, *(f"{key}_file" for key in spec.secrets)}
 
 
 def _url(section: _Section) -> str | None:
@@ -855,6 +856,10 @@ def _vendor_options(section: _Section, spec: VendorSpec) -> dict[str, Any]:
             value: Any = _secret(section, key)
         elif section.has(key):
             value = _typed_option(section, key, spec.options[key])
+            allowed = spec.choices.get(key)
+            if value is not None and allowed is not None and value not in allowed:
+                section.error(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+                value = None
         else:
             value = copy.deepcopy(spec.defaults.get(key))  # never share a mutable default
         if value is not None:
@@ -864,6 +869,9 @@ def _vendor_options(section: _Section, spec: VendorSpec) -> dict[str, Any]:
         given = section.has(key) or (key in secret_keys and section.has(f"{key}_file"))
         if key not in _CORE_KEYS and not given:
             section.ctx.error(section.location, f"missing required key '{key}' (required by vendor {spec.name})")
+    if spec.validate is not None:
+        for key, message in spec.validate(options):
+            section.error(key, message)
     return options
 
 

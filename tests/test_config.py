@@ -604,3 +604,37 @@ def test_example_documents_every_key() -> None:
     assert {"interval", "timeout", "lookback", "max_concurrency", "rpo", "job_retention"} <= keys
     assert {"name", "vendor", "url", "username", "password_file", "labels", "tls", "ca_file"} <= keys
     assert {"insecure_skip_verify", "account", "connectors", "rpo_overrides", "match"} <= keys
+
+
+# --- vendor spec hooks: choices, credentials, validate -------------------------
+
+HOOKS_SPEC = VendorSpec(
+    name="hooks",
+    client=keepit.KeepitClient,
+    options={"format": str, "services": list[str]},
+    secrets=("client_secret",),
+    choices={"format": ("xml", "json")},
+    credentials=False,
+    validate=lambda options: [
+        ("services", f"unknown entry {entry!r}") for entry in options.get("services", []) if entry != "mail"
+    ],
+)
+
+
+def test_choices_credentials_and_validate_hooks() -> None:
+    text = (
+        "targets:\n  - name: h\n    vendor: hooks\n    url: https://h.example\n"
+        "    username: u\n    format: yaml\n    services: [mail, fax]\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "test.yml", environ={}, vendors={"hooks": HOOKS_SPEC})
+    assert messages(caught.value) == [
+        "targets[0].username: unknown key",
+        "targets[0].format: must be one of xml, json, got 'yaml'",
+        "targets[0].services: unknown entry 'fax'",
+    ]
+    ok = (
+        "targets:\n  - name: h\n    vendor: hooks\n    url: https://h.example\n    format: json\n    services: [mail]\n"
+    )
+    config = parse_config(ok, "test.yml", environ={}, vendors={"hooks": HOOKS_SPEC})
+    assert config.targets[0].options["format"] == "json"

@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from exporter.model import Collection
@@ -180,6 +181,9 @@ class HttpClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl, limit=4),
                 headers={"User-Agent": self._user_agent},
+                # Authentication is by explicit headers only: a vendor's session
+                # cookie (Veeam EM sets one) must not silently take precedence.
+                cookie_jar=aiohttp.DummyCookieJar(),
                 # The poller bounds the whole collection; this only stops one
                 # silent socket from eating all of it.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60),
@@ -204,6 +208,10 @@ class HttpClient:
     ) -> Response:
         """Send one logical request; return the response or raise CollectionError."""
         url = self.url(path)
+        if authenticate and url.origin() != self.base_url.origin():
+            # A next-page link from the vendor must never carry our token to
+            # another host.
+            raise ParseError(f"{method}: refusing to send credentials to {url.host}, not {self.base_url.host}")
         relogged = False
         attempt = 0
         while True:
@@ -253,7 +261,8 @@ class HttpClient:
             async with self.session.request(method, url, params=params, headers=headers, data=data) as resp:
                 body = await self._read_limited(resp, method, url)
                 self.stats.by_code[str(resp.status)] += 1
-                return Response(resp.status, dict(resp.headers), body, str(resp.url))
+                # CIMultiDict: header names are case-insensitive.
+                return Response(resp.status, CIMultiDict(resp.headers), body, str(resp.url))
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
             self.stats.by_code["error"] += 1
             # aiohttp's message carries host and errno only, never credentials.
@@ -333,3 +342,12 @@ class VendorSpec:
     # Label names the vendor puts on backup_job_info; static target labels
     # may not use them.
     info_labels: tuple[str, ...] = ()
+    # Options that take one of a fixed set of values, checked at config load
+    # (so --check-config catches them, not the first poll).
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # False for vendors that do not log in with username/password (OAuth
+    # client credentials): the keys are then unknown, not silently ignored.
+    credentials: bool = True
+    # Checks of option values beyond their type (e.g. a list of service
+    # names): (key, message) pairs, reported by the config loader.
+    validate: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
