@@ -5,9 +5,11 @@ Adding a vendor's simulator is one module and one line here.
 
 from __future__ import annotations
 
-from exporter.simulators import keepit
+from exporter.simulators import avepoint, keepit, veeam
 from exporter.simulators.base import SimulatorSpec, start_simulator
 
-SIMULATORS: dict[str, SimulatorSpec] = {spec.name: spec for spec in (keepit.SIMULATOR,)}
+SIMULATORS: dict[str, SimulatorSpec] = {
+    spec.name: spec for spec in (keepit.SIMULATOR, veeam.SIMULATOR, avepoint.SIMULATOR)
+}
 
 __all__ = ["SIMULATORS", "SimulatorSpec", "start_simulator"]
