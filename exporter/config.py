@@ -14,6 +14,7 @@ values never appear in an error message, a repr or `describe()`.
 
 from __future__ import annotations
 
+import base64
 import copy
 import difflib
 import json
@@ -95,10 +96,15 @@ class TargetConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def secrets(self) -> list[str]:
-        """Every secret value of this target, for redaction."""
+        """Every secret value of this target, for redaction: raw, and in the
+        base64 forms that go over the wire (HTTP Basic, Commvault's login)."""
         values = [self.password.reveal()] if self.password else []
         values += [v.reveal() for v in self.options.values() if isinstance(v, Secret)]
-        return [v for v in values if v]
+        encoded = [base64.b64encode(v.encode()).decode() for v in values if v]
+        if self.password and self.username:
+            basic = f"{self.username}:{self.password.reveal()}".encode()
+            encoded.append(base64.b64encode(basic).decode())
+        return [v for v in (*values, *encoded) if v]
 
 
 @dataclass(frozen=True)
@@ -658,7 +664,7 @@ def _build_target(
     options = _vendor_options(section, spec) if spec is not None else {}
     if name is None or spec is None or url is None:
         return None
-    return TargetConfig(
+    target = TargetConfig(
         name=name,
         vendor=spec.name,
         url=url,
@@ -669,6 +675,10 @@ def _build_target(
         options=options,
         **timing,
     )
+    if spec.validate is not None:
+        for key, message in spec.validate(target):
+            section.error(key, message)
+    return target
 
 
 def _target_name(section: _Section, seen: _Seen) -> str | None:
@@ -869,9 +879,6 @@ def _vendor_options(section: _Section, spec: VendorSpec) -> dict[str, Any]:
         given = section.has(key) or (key in secret_keys and section.has(f"{key}_file"))
         if key not in _CORE_KEYS and not given:
             section.ctx.error(section.location, f"missing required key '{key}' (required by vendor {spec.name})")
-    if spec.validate is not None:
-        for key, message in spec.validate(options):
-            section.error(key, message)
     return options
 
 

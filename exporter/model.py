@@ -61,8 +61,12 @@ class Run:
     # Some vendors report an elapsed time that excludes queueing; prefer it.
     duration_seconds: float | None = None
     # The time the vendor's run queries filter on, where that is not `start`
-    # (Keepit filters on when a job was created, `start` is when it began).
-    # The watermark follows it, or a run queued long before it began is missed.
+    # (Keepit filters on when a job was created, Commvault on when it ended).
+    # The next poll never asks from later than this for a run in progress,
+    # nor from later than the newest finished run's, so nothing is missed. A
+    # vendor whose queries return runs in progress whatever the window
+    # (Commvault's jobCategory=All) sets it to now for them, so a run
+    # suspended for weeks does not hold every poll back by weeks.
     query_time: datetime | None = None
 
     def __post_init__(self) -> None:

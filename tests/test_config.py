@@ -3,6 +3,7 @@ then valid configs, secrets handling and the example config."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 import shutil
@@ -491,7 +492,10 @@ def test_secrets_never_shown(tmp_path: Path) -> None:
         environ={"CS": ENV_SECRET},
         base_dir=tmp_path,
     )
-    assert sorted(config.secrets()) == sorted([INLINE_SECRET, "file-s3cret", ENV_SECRET])
+    raw = [INLINE_SECRET, "file-s3cret", ENV_SECRET]
+    # Raw, and base64 as they go over the wire: each alone, and HTTP Basic's user:password.
+    encoded = [base64.b64encode(s.encode()).decode() for s in [*raw, f"u:{INLINE_SECRET}"]]
+    assert sorted(config.secrets()) == sorted(raw + encoded)
     shown = [str(config), repr(config), "\n".join(config.describe()), *(str(t) for t in config.targets)]
     for text in shown:
         for secret in config.secrets():
@@ -615,8 +619,8 @@ HOOKS_SPEC = VendorSpec(
     secrets=("client_secret",),
     choices={"format": ("xml", "json")},
     credentials=False,
-    validate=lambda options: [
-        ("services", f"unknown entry {entry!r}") for entry in options.get("services", []) if entry != "mail"
+    validate=lambda target: [
+        ("services", f"unknown entry {entry!r}") for entry in target.options.get("services", []) if entry != "mail"
     ],
 )
 

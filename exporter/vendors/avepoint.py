@@ -847,9 +847,10 @@ class AvePointClient:
             self._unknown_logged |= new
 
 
-def validate_options(options: Mapping[str, Any]) -> list[tuple[str, str]]:
+def validate_options(target: TargetConfig) -> list[tuple[str, str]]:
     """Config-load checks of the option values (VendorSpec.validate), so
     --check-config reports a misspelt service instead of the first poll."""
+    options = target.options
     problems: list[tuple[str, str]] = []
     checks: dict[str, Callable[[Any], object]] = {
         "services": lambda v: _names(v or DEFAULT_SERVICES, service_name, "services", SERVICES),

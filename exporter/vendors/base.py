@@ -348,6 +348,7 @@ class VendorSpec:
     # False for vendors that do not log in with username/password (OAuth
     # client credentials): the keys are then unknown, not silently ignored.
     credentials: bool = True
-    # Checks of option values beyond their type (e.g. a list of service
-    # names): (key, message) pairs, reported by the config loader.
-    validate: Callable[[Mapping[str, Any]], list[tuple[str, str]]] | None = None
+    # Checks of a target's values beyond their types (a URL suffix, a list
+    # of service names): (key, message) pairs, reported by the config loader
+    # under the target's key path, so --check-config catches them.
+    validate: Callable[[TargetConfig], list[tuple[str, str]]] | None = None
