@@ -136,8 +136,8 @@ def test_cloudbackupjobs_notes_example_envelope(vendor_api_dir: Path, golden: An
     assert (run.start, run.end) == (_utc(2024, 12, 2, 7, 52, 25), _utc(2024, 12, 2, 7, 53, 4))
     assert run.duration == 39.6
     assert run.items == {"total": 16, "failed": 0, "successful": 14, "skipped": 2}
-    # jobErrors [{"value": "…", "number": 3}]: the text and its count.
-    assert run.reason == "… (x3)"
+    # jobErrors [{"value": "…", "number": 3}]: the text, without its count.
+    assert run.reason == "…"
 
 
 def test_token_notes_example() -> None:
@@ -317,12 +317,12 @@ def test_numeric_ids_and_whitespace() -> None:
         ([{"value": "Mailbox not found"}], "Mailbox not found"),
         (
             [{"value": "Throttled", "number": 2}, {"value": "Checked out", "number": 5}, {"value": "Gone"}],
-            "Checked out (x5, +3 other errors)",
+            "Checked out",
         ),
-        ([{"value": "A", "number": 2}, {"value": "B", "number": 2}], "A (x2, +2 other errors)"),
-        ([{"value": "Only one kind", "number": 1}, {"value": "", "number": 1}], "Only one kind (+1 other error)"),
-        ([{"url": "https://x/CB1", "number": 4}], "4 job errors"),
-        ([{"value": None}], "1 job error"),
+        ([{"value": "A", "number": 2}, {"value": "B", "number": 2}], "A"),
+        ([{"value": "Only one kind", "number": 1}, {"value": "", "number": 1}], "Only one kind"),
+        ([{"url": "https://x/CB1", "number": 4}], "job errors"),
+        ([{"value": None}], "job errors"),
     ],
 )
 def test_job_errors_summary(errors: list[dict[str, Any]], reason: str) -> None:
@@ -335,7 +335,6 @@ def test_job_errors_summary_is_bounded() -> None:
     assert reason is not None
     assert len(reason) <= 120
     assert reason.startswith("x" * 40)
-    assert reason.endswith(f"(x{10**12}, +{999 * 10**12} other errors)")
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from exporter.config import (
     warn_world_readable,
 )
 from exporter.model import JobKey
+from exporter.vendors import VENDORS as REAL_VENDORS
 from exporter.vendors import keepit
 from exporter.vendors.base import VendorSpec
 
@@ -585,14 +586,24 @@ def test_example_config_loads(tmp_path: Path) -> None:
     (tmp_path / "corp-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
     credentials = tmp_path / "credentials"
     credentials.mkdir()
+    for vendor in ("keepit", "veeam", "commvault", "avepoint"):
+        (credentials / vendor).write_text(f"{vendor}-password\n")
     (credentials / "keepit").write_text("token-password\n")
 
     config = load_config(
         tmp_path / "config.yml",
-        environ={"KEEPIT_USER": "svc", "CREDENTIALS_DIRECTORY": str(credentials)},
+        environ={"KEEPIT_USER": "svc", "CREDENTIALS_DIRECTORY": str(credentials), "AVEPOINT_CLIENT_ID": "app-id"},
+        vendors=REAL_VENDORS,
     )
 
-    (target,) = config.targets
+    target, veeam_target, commvault_target, avepoint_target = config.targets
+    assert [t.vendor for t in config.targets] == ["keepit", "veeam", "commvault", "avepoint"]
+    assert veeam_target.password == Secret("veeam-password")
+    assert commvault_target.password == Secret("commvault-password")
+    assert avepoint_target.options["client_secret"] == Secret("avepoint-password")
+    assert avepoint_target.options["client_id"] == "app-id"
+    assert config.rpo_for(veeam_target, JobKey("SQL Backup", "backup")) == timedelta(hours=4)
+    assert config.rpo_for(veeam_target, JobKey("MySQL Backup", "backup")) == timedelta(days=2)  # tenant: acme
     assert target.vendor == "keepit"
     assert target.password == Secret("token-password")
     assert target.tls.ca_file == str(tmp_path / "corp-ca.pem")

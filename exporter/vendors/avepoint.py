@@ -128,10 +128,8 @@ _STATE_NUMBERS: Mapping[int, str] = {
     5: "Partially Finished",
 }
 
-# Bounds of Run.reason (the metrics cut at 120, too): the most frequent
-# error's text, then how often it and the others occurred.
+# Bound of Run.reason (the metrics cut at 120, too).
 _REASON_MAX = 120
-_ERROR_TEXT_MAX = 80
 _LOCATION = re.compile(r"^[A-Za-z]{2,32}$")
 _ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
 # ASCII only: str.isdigit() also takes "²", which int() refuses.
@@ -294,33 +292,27 @@ def map_state(state: str | int, *, finished: bool) -> tuple[Status, bool]:
 
 
 def summarise_errors(errors: Sequence[Mapping[str, Any]]) -> str | None:
-    """One bounded line for `jobErrors`: the most frequent error's text (cut
-    to 80 characters), how often it occurred and how many other errors there
-    were: "The file is checked out. (x3, +2 other errors)". None when empty."""
+    """One bounded, stable line for `jobErrors`: the most frequent error's
+    text, cut to the reason limit; "job errors" when none has text; None
+    when there are none. No occurrence counts: the reason labels the job's
+    failure-info series, and a label that changes with every count would
+    churn series and alerts without telling the operator anything new."""
     texts: list[tuple[int, str]] = []
-    total = 0
     for error in errors:
         number = error.get("number")
         occurrences = 1
         if isinstance(number, int) and not isinstance(number, bool) and number > 0:
             occurrences = min(number, _HUGE)
-        total += occurrences
         text = error.get("value")
         if isinstance(text, str) and text.strip():
             texts.append((occurrences, text))
-    if total == 0:
+    if not errors:
         return None
     if not texts:
-        return _short(f"{total} job error{'s' if total > 1 else ''}", _REASON_MAX)
+        return "job errors"
     # max() keeps the first of equals: the API's own order breaks ties.
-    occurrences, text = max(texts, key=lambda item: item[0])
-    others = total - occurrences
-    counts = [f"x{occurrences}"] if occurrences > 1 else []
-    if others:
-        counts.append(f"+{others} other error{'s' if others > 1 else ''}")
-    suffix = f" ({', '.join(counts)})" if counts else ""
-    text = _short(text, max(20, min(_ERROR_TEXT_MAX, _REASON_MAX - len(suffix))))
-    return _short(text + suffix, _REASON_MAX)
+    _, text = max(texts, key=lambda item: item[0])
+    return _short(text, _REASON_MAX)
 
 
 def _items(node: Mapping[str, Any], what: str) -> dict[str, int]:
