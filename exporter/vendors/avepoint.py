@@ -40,7 +40,6 @@ running otherwise; the client logs each such state once.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import re
@@ -63,6 +62,7 @@ from exporter.vendors.base import (
     TargetConfigError,
     VendorSpec,
 )
+from exporter.vendors.payload import load_json, short
 
 if TYPE_CHECKING:
     from exporter.config import Secret, TargetConfig
@@ -181,25 +181,6 @@ class JobsPage:
     unknown_states: frozenset[str] = frozenset()
 
 
-def _short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _load_json(body: bytes | str, what: str) -> Any:
-    try:
-        # utf-8-sig: some Windows servers put a BOM in front of the body.
-        text = body.decode("utf-8-sig") if isinstance(body, bytes) else body.removeprefix("\ufeff")
-        return json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeError, RecursionError) as exc:
-        # json's messages quote no body text, only positions.
-        raise ParseError(f"{what}: malformed JSON ({_short(str(exc), 60)})") from None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _object(value: Any, what: str) -> dict[str, Any]:
     """A JSON object with its keys folded to lower case: the API writes camelCase,
     ASP.NET can be configured to write PascalCase, and both mean the same."""
@@ -242,7 +223,7 @@ def _count(value: Any, key: str, what: str) -> int | None:
     if isinstance(value, str) and _DIGITS.match(value.strip()):
         return int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ParseError(f"{what}: {key} is {_short(repr(value), 40)}, expected a non-negative integer")
+        raise ParseError(f"{what}: {key} is {short(repr(value), 40)}, expected a non-negative integer")
     return value
 
 
@@ -253,7 +234,7 @@ def _timestamp(node: Mapping[str, Any], key: str, what: str) -> datetime | None:
     try:
         parsed = parse_timestamp(value)
     except (ValueError, OverflowError):
-        raise ParseError(f"{what}: {key} is {_short(value, 40)!r}, not a timestamp") from None
+        raise ParseError(f"{what}: {key} is {short(value, 40)!r}, not a timestamp") from None
     return None if parsed.year < _UNSET_YEAR else parsed
 
 
@@ -267,9 +248,9 @@ def _duration_seconds(node: Mapping[str, Any], what: str) -> float | None:
     try:
         hours = float(value)
     except (ValueError, OverflowError):
-        raise ParseError(f"{what}: duration is {_short(str(value), 40)!r}, expected hours") from None
+        raise ParseError(f"{what}: duration is {short(str(value), 40)!r}, expected hours") from None
     if not math.isfinite(hours) or hours < 0:
-        raise ParseError(f"{what}: duration is {_short(str(value), 40)!r}, expected hours")
+        raise ParseError(f"{what}: duration is {short(str(value), 40)!r}, expected hours")
     # Three decimals of hours are 3.6 s; the rounding only drops float noise.
     return round(hours * 3600, 3)
 
@@ -312,7 +293,7 @@ def summarise_errors(errors: Sequence[Mapping[str, Any]]) -> str | None:
         return "job errors"
     # max() keeps the first of equals: the API's own order breaks ties.
     _, text = max(texts, key=lambda item: item[0])
-    return _short(text, _REASON_MAX)
+    return short(text, _REASON_MAX)
 
 
 def _items(node: Mapping[str, Any], what: str) -> dict[str, int]:
@@ -365,15 +346,15 @@ def _fallback_reason(state: str | int, items: Mapping[str, int]) -> str:
     failed = items.get("failed")
     if failed:
         total = items.get("total")
-        return f"{_short(text, 40)}: {failed}{f' of {total}' if total else ''} objects failed"
-    return _short(text, 40)
+        return f"{short(text, 40)}: {failed}{f' of {total}' if total else ''} objects failed"
+    return short(text, 40)
 
 
 def parse_job(node: Any, job: JobKey) -> tuple[Run, str | None]:
     """One job item as a Run of `job`, and its state if it is not a documented one."""
     item = _object(node, f"avepoint {job.job_name} {job.job_type} jobs")
     run_id = _run_id(item, f"avepoint {job.job_name} {job.job_type} jobs")
-    what = f"avepoint job {_short(run_id, 40)}"
+    what = f"avepoint job {short(run_id, 40)}"
     state = _state(item, what)
     end = _timestamp(item, "finishtime", what)
     status, known = map_state(state, finished=end is not None)
@@ -382,7 +363,7 @@ def parse_job(node: Any, job: JobKey) -> tuple[Run, str | None]:
     items = _items(item, what)
     reason = summarise_errors(_errors(item, what))
     if not known:
-        reason = f"unrecognised state {_short(str(state), 40)!r}" + (f": {reason}" if reason else "")
+        reason = f"unrecognised state {short(str(state), 40)!r}" + (f": {reason}" if reason else "")
     elif reason is None and status in (Status.WARNING, Status.FAILED):
         reason = _fallback_reason(state, items)
     duration = _duration_seconds(item, what)
@@ -405,11 +386,11 @@ def parse_jobs_page(body: bytes | str, job: JobKey) -> JobsPage:
     metadata: {totalCount, nextLink}}`) or of the older `GET /backup/m365/jobs`
     (`{totalCount, jobs[], nextLink}`), every run labelled with `job`."""
     what = f"avepoint {job.job_name} {job.job_type} jobs"
-    doc = _object(_load_json(body, what), what)
+    doc = _object(load_json(body, what), what)
     code = doc.get("statuscode")
     if isinstance(code, int) and not isinstance(code, bool) and not 200 <= code < 300:
         message = doc.get("message")
-        return JobsPage(error=ApiStatus(code, _short(message, 80) if isinstance(message, str) else ""))
+        return JobsPage(error=ApiStatus(code, short(message, 80) if isinstance(message, str) else ""))
     if "data" in doc or "metadata" in doc:
         items = doc.get("data")
         meta = _object(doc.get("metadata") or {}, f"{what}: metadata")
@@ -444,7 +425,7 @@ def parse_token(body: bytes | str) -> Token:
     """The token endpoint's answer: `{"token_type": "Bearer", "expires_in": 3600,
     "access_token": ...}`. Never puts the token into an error message."""
     what = "avepoint token"
-    doc = _load_json(body, what)
+    doc = load_json(body, what)
     if not isinstance(doc, dict):
         raise ParseError(f"{what}: expected an object, got {_json_kind(doc)}")
     access_token = doc.get("access_token")
@@ -452,7 +433,7 @@ def parse_token(body: bytes | str) -> Token:
         raise ParseError(f"{what}: no usable access_token")
     token_type = doc.get("token_type")
     if token_type is not None and (not isinstance(token_type, str) or token_type.strip().lower() != "bearer"):
-        raise ParseError(f"{what}: token_type is {_short(str(token_type), 20)!r}, expected Bearer")
+        raise ParseError(f"{what}: token_type is {short(str(token_type), 20)!r}, expected Bearer")
     expires_in = doc.get("expires_in")
     if isinstance(expires_in, str) and _DIGITS.match(expires_in.strip()):
         expires_in = int(expires_in)
@@ -460,7 +441,7 @@ def parse_token(body: bytes | str) -> Token:
         return Token(access_token=access_token, expires_in=None)
     # NaN fails the range test; a huge int is refused before float() overflows.
     if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or not 0 < expires_in <= _HUGE:
-        raise ParseError(f"{what}: expires_in is {_short(repr(expires_in), 20)}, expected seconds")
+        raise ParseError(f"{what}: expires_in is {short(repr(expires_in), 20)}, expected seconds")
     return Token(access_token=access_token, expires_in=float(expires_in))
 
 
@@ -468,7 +449,7 @@ def parse_token_error(body: bytes | str) -> str | None:
     """The OAuth2 `error` code of a refused token request (`invalid_client`,
     `invalid_scope`, ...); None if the body carries none we can show."""
     try:
-        doc = _load_json(body, "avepoint token error")
+        doc = load_json(body, "avepoint token error")
     except ParseError:
         return None
     code = doc.get("error") if isinstance(doc, dict) else None
@@ -524,7 +505,7 @@ def _token_url(value: Any) -> str:
 def _location(value: Any) -> str | None:
     location = str(value or "").strip() or None
     if location is not None and not _LOCATION.match(location):
-        raise TargetConfigError(f"location {_short(location, 40)!r} is not a location code such as NAM or EUR")
+        raise TargetConfigError(f"location {short(location, 40)!r} is not a location code such as NAM or EUR")
     return location
 
 
@@ -543,7 +524,7 @@ def _names(
     for entry in entries:
         name = canonical(str(entry))
         if name is None or name not in known:
-            raise TargetConfigError(f"{key}: unknown entry {_short(str(entry), 40)!r} (one of: {', '.join(known)})")
+            raise TargetConfigError(f"{key}: unknown entry {short(str(entry), 40)!r} (one of: {', '.join(known)})")
         names[name] = None
     return tuple(names)
 
@@ -619,7 +600,7 @@ def _expect_json(response: Response, method: str, path: str) -> None:
     content_type = response.content_type
     # A proxy's login page or an HTML error page answers 200 as well.
     if content_type and "json" not in content_type:
-        raise ParseError(f"{method} {path}: expected JSON, got Content-Type {_short(content_type, 60)!r}")
+        raise ParseError(f"{method} {path}: expected JSON, got Content-Type {short(content_type, 60)!r}")
 
 
 @dataclass

@@ -50,9 +50,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
-from xml.parsers.expat import ExpatError
 
-import xmltodict
 from yarl import URL
 
 from exporter.model import Collection, JobKey, Run, Status
@@ -66,6 +64,7 @@ from exporter.vendors.base import (
     TargetConfigError,
     VendorSpec,
 )
+from exporter.vendors.payload import load_json, load_xml, short
 
 if TYPE_CHECKING:
     from exporter.config import Secret, TargetConfig
@@ -172,7 +171,7 @@ class ApiError:
 
     def describe(self) -> str:
         code = "" if self.code is None else f" {self.code}"
-        return f"Commvault error{code}: {_short(self.message) or 'no message'}"
+        return f"Commvault error{code}: {short(self.message) or 'no message'}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,11 +203,6 @@ class JobPage:
     error: ApiError | None = None
 
 
-def _short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _load(body: bytes | str, fmt: Format, root: str, what: str) -> tuple[dict[str, Any], bool]:
     """The payload's top-level mapping, and whether it is the expected `root`.
 
@@ -216,23 +210,16 @@ def _load(body: bytes | str, fmt: Format, root: str, what: str) -> tuple[dict[st
     element. Entities stay forbidden: a DTD with `<!ENTITY>` fails at once.
     """
     if fmt == "xml":
-        try:
-            doc = xmltodict.parse(body, force_list=_FORCE_LIST, disable_entities=True)
-        except (ExpatError, ValueError, TypeError, UnicodeError) as exc:
-            raise ParseError(f"{what}: malformed XML ({_short(str(exc))})") from None
-        if not isinstance(doc, dict) or len(doc) != 1:
+        doc = load_xml(body, what, force_list=_FORCE_LIST)
+        if len(doc) != 1:
             raise ParseError(f"{what}: expected one root element")
         name, content = next(iter(doc.items()))
         if content is None:
             content = {}
         if not isinstance(content, dict):
-            raise ParseError(f"{what}: <{_short(str(name), 40)}> holds text, expected attributes or elements")
+            raise ParseError(f"{what}: <{short(str(name), 40)}> holds text, expected attributes or elements")
         return content, name == root
-    try:
-        text = body.decode("utf-8-sig") if isinstance(body, bytes) else body.removeprefix("\ufeff")
-        doc = json.loads(text)
-    except (ValueError, UnicodeError, RecursionError) as exc:
-        raise ParseError(f"{what}: malformed JSON ({_short(str(exc))})") from None
+    doc = load_json(body, what)
     if not isinstance(doc, dict):
         raise ParseError(f"{what}: expected a JSON object, got {type(doc).__name__}")
     wrapped = doc.get(root)
@@ -297,7 +284,7 @@ def _int(node: Mapping[str, Any], key: str, what: str) -> int | None:
             try:
                 number = float(text)
             except ValueError:
-                raise ParseError(f"{what}: {key} is {_short(text, 40)!r}, not a number") from None
+                raise ParseError(f"{what}: {key} is {short(text, 40)!r}, not a number") from None
     else:
         number = value
     if isinstance(number, float):
@@ -318,7 +305,7 @@ def _float(node: Mapping[str, Any], key: str, what: str) -> float | None:
     try:
         number = float(value)
     except ValueError:
-        raise ParseError(f"{what}: {key} is {_short(str(value), 40)!r}, not a number") from None
+        raise ParseError(f"{what}: {key} is {short(str(value), 40)!r}, not a number") from None
     if not math.isfinite(number):
         raise ParseError(f"{what}: {key} is {value!r}")
     return number
@@ -333,7 +320,7 @@ def _bool(node: Mapping[str, Any], key: str, what: str) -> bool | None:
         return True
     if text in _FALSE:
         return False
-    raise ParseError(f"{what}: {key} is {_short(str(value), 40)!r}, expected true or false")
+    raise ParseError(f"{what}: {key} is {short(str(value), 40)!r}, expected true or false")
 
 
 def _epoch(node: Mapping[str, Any], key: str, what: str) -> datetime | None:
@@ -589,7 +576,7 @@ def format_of(response: Response, requested: Format) -> Format:
     if "xml" in content_type:
         return "xml"
     raise ParseError(
-        f"{_short(URL(response.url).path, 60)}: expected JSON or XML, got Content-Type {_short(content_type, 60)!r}"
+        f"{short(URL(response.url).path, 60)}: expected JSON or XML, got Content-Type {short(content_type, 60)!r}"
     )
 
 
@@ -809,7 +796,7 @@ class CommvaultClient:
                 log.warning(
                     "target %s: undocumented Commvault job status %r taken as %s",
                     self._target.name,
-                    _short(row.raw_status, 60),
+                    short(row.raw_status, 60),
                     row.run.status.value,
                 )
 
@@ -894,7 +881,7 @@ class CommvaultClient:
             text = response.text()
             if "authorization token" in text.lower():
                 # What 11.40 answers for a token it no longer knows.
-                return JobPage(total=None, error=ApiError(None, _short(text)))
+                return JobPage(total=None, error=ApiError(None, short(text)))
         return parse_job_list(response.body, format_of(response, self._format))
 
 

@@ -20,9 +20,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
-from xml.parsers.expat import ExpatError
-
-import xmltodict
 
 from exporter.model import Collection, JobKey, Run, Snapshot, Status
 from exporter.timeutil import format_timestamp, parse_timestamp
@@ -35,6 +32,7 @@ from exporter.vendors.base import (
     TargetConfigError,
     VendorSpec,
 )
+from exporter.vendors.payload import load_xml, short
 
 if TYPE_CHECKING:
     from exporter.config import Secret, TargetConfig
@@ -74,22 +72,13 @@ def _parse_xml(body: bytes | str, root: str, what: str) -> Any:
     Entities stay forbidden (xmltodict's default): a DTD with `<!ENTITY>`
     fails at once instead of expanding into a billion laughs.
     """
-    try:
-        doc = xmltodict.parse(body, force_list=_FORCE_LIST, disable_entities=True)
-    except (ExpatError, ValueError, TypeError, UnicodeError) as exc:
-        raise ParseError(f"{what}: malformed XML ({_short(str(exc))})") from None
-    if not isinstance(doc, dict) or root not in doc:
-        found = next(iter(doc), None) if isinstance(doc, dict) else None
-        raise ParseError(f"{what}: expected <{root}>, got <{_short(str(found))}>")
+    doc = load_xml(body, what, force_list=_FORCE_LIST)
+    if root not in doc:
+        raise ParseError(f"{what}: expected <{root}>, got <{short(str(next(iter(doc))))}>")
     content = doc[root]
     if isinstance(content, str):
         raise ParseError(f"{what}: <{root}> holds text, expected elements")
     return content
-
-
-def _short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _children(content: Any, name: str, what: str) -> list[dict[str, Any]]:
@@ -135,7 +124,7 @@ def _flag(node: Mapping[str, Any], key: str, what: str) -> bool:
         return True
     if value.lower() in _FALSE:
         return False
-    raise ParseError(f"{what}: <{key}> is {_short(value, 40)!r}, expected true or false")
+    raise ParseError(f"{what}: <{key}> is {short(value, 40)!r}, expected true or false")
 
 
 def _timestamp(node: Mapping[str, Any], key: str, what: str) -> datetime | None:
@@ -145,7 +134,7 @@ def _timestamp(node: Mapping[str, Any], key: str, what: str) -> datetime | None:
     try:
         return parse_timestamp(value)
     except ValueError:
-        raise ParseError(f"{what}: <{key}> is {_short(value, 40)!r}, not a timestamp") from None
+        raise ParseError(f"{what}: <{key}> is {short(value, 40)!r}, not a timestamp") from None
 
 
 def parse_account_id(body: bytes | str) -> str:
@@ -153,7 +142,7 @@ def parse_account_id(body: bytes | str) -> str:
     content = _parse_xml(body, "user", "keepit account")
     account = _text(content or {}, "id", "keepit account")
     if account is None or not _ID.match(account):
-        raise ParseError(f"keepit account: missing or invalid <id> ({_short(str(account), 40)!r})")
+        raise ParseError(f"keepit account: missing or invalid <id> ({short(str(account), 40)!r})")
     return account
 
 
@@ -170,7 +159,7 @@ def parse_devices(body: bytes | str) -> list[Connector]:
     for cloud in _children(_parse_xml(body, "devices", what), "cloud", what):
         guid = _text(cloud, "guid", what)
         if guid is None or not _ID.match(guid):
-            raise ParseError(f"{what}: <cloud> with missing or invalid <guid> ({_short(str(guid), 40)!r})")
+            raise ParseError(f"{what}: <cloud> with missing or invalid <guid> ({short(str(guid), 40)!r})")
         item = f"{what}: connector {guid}"
         kind = _text(cloud, "type", item) or ""
         accessible = _text(cloud, "accessible", item)
@@ -211,11 +200,7 @@ def decode_execsummary(text: str | None) -> str | None:
     text = text.strip()
     if not text.startswith("<"):
         return text
-    try:
-        doc = xmltodict.parse(text, disable_entities=True)
-    except (ExpatError, ValueError, TypeError, UnicodeError) as exc:
-        raise ParseError(f"keepit execsummary: malformed XML ({_short(str(exc))})") from None
-    content = doc.get("execsummary") if isinstance(doc, dict) else None
+    content = load_xml(text, "keepit execsummary").get("execsummary")
     if not isinstance(content, dict):
         return None
     return _text(content, "summary", "keepit execsummary")
@@ -256,7 +241,7 @@ def _progress(job: Mapping[str, Any], what: str) -> float | None:
     try:
         progress = float(value)
     except ValueError:
-        raise ParseError(f"{what}: <progress> is {_short(value, 40)!r}, not a number") from None
+        raise ParseError(f"{what}: <progress> is {short(value, 40)!r}, not a number") from None
     if not math.isfinite(progress):
         raise ParseError(f"{what}: <progress> is {value!r}")
     return min(1.0, max(0.0, progress))
@@ -266,7 +251,7 @@ def _job_row(job: Mapping[str, Any], connector_name: str) -> _JobRow:
     guid = _text(job, "guid", "keepit job")
     if guid is None:
         raise ParseError(f"keepit jobs of {connector_name!r}: <job> without <guid>")
-    what = f"keepit job {_short(guid, 40)}"
+    what = f"keepit job {short(guid, 40)}"
     job_type = _text(job, "type", what)
     if job_type is None:
         raise ParseError(f"{what}: no <type>")
@@ -308,7 +293,7 @@ def parse_history(body: bytes | str, connector_name: str) -> list[Snapshot]:
         try:
             size = None if size_text is None else int(size_text)
         except ValueError:
-            raise ParseError(f"{what}: <size> is {_short(size_text or '', 40)!r}, not an integer") from None
+            raise ParseError(f"{what}: <size> is {short(size_text or '', 40)!r}, not an integer") from None
         snapshots.append(
             Snapshot(job=job, timestamp=timestamp, size_bytes=size, complete=_text(backup, "type", what) == "c")
         )
@@ -462,13 +447,13 @@ class KeepitClient:
         content_type = response.content_type
         # A proxy's login page or an HTML error page answers 200 as well.
         if content_type and "xml" not in content_type:
-            raise ParseError(f"{method} /{path}: expected XML, got Content-Type {_short(content_type, 60)!r}")
+            raise ParseError(f"{method} /{path}: expected XML, got Content-Type {short(content_type, 60)!r}")
         return response
 
     async def _account_id(self, tally: _Tally) -> str:
         if self._configured_account is not None:
             if not _ID.match(self._configured_account):
-                shown = _short(self._configured_account, 40)
+                shown = short(self._configured_account, 40)
                 raise TargetConfigError(f"account {shown!r} is not a Keepit account GUID")
             return self._configured_account
         if self._account is None:
