@@ -73,7 +73,7 @@ async def get(client: Client, path: str, token: str, accept: dict[str, str] | No
 
 
 def xml(body: bytes) -> Any:
-    return xmltodict.parse(body, force_list=("BackupJobSession", "Link", "Repository"))
+    return xmltodict.parse(body, force_list=("BackupJobSession", "Job", "Link", "Repository"))
 
 
 async def test_root_needs_no_logon(client: Client) -> None:
@@ -304,6 +304,10 @@ async def test_filters(client: Client) -> None:
         s.uid for s in everything if s.plan.name == "SQL Backup" and s.retry
     ]
     assert await uids(f"EndTime<{T - timedelta(days=29):%Y-%m-%dT%H:%M:%SZ}")
+    twin = next(job.uid for job in data.jobs(T) if job.plan.key == "b1b")
+    by_job = await uids(f'JobUid=="{twin}"')
+    assert by_job == [s.uid for s in everything if s.job_uid == twin]
+    assert len(by_job) == 30
     for bad in ("Nope==1", "CreationTime>=yesterday", "Result==Great", "(State==Stopped", "State==Stopped)", "=="):
         status, body, _ = await get(client, f"{SESSIONS}&filter={bad}", token)
         assert status == 400, bad
@@ -315,7 +319,7 @@ async def test_sorting_and_paging(client: Client) -> None:
     everything = dataset(client).sessions(T)
     seen: list[str] = []
     for page in (1, 2, 3, 99):
-        status, body, _ = await get(client, f"{SESSIONS}&sortDesc=CreationTime&pageSize=250&page={page}", token)
+        status, body, _ = await get(client, f"{SESSIONS}&sortDesc=CreationTime&pageSize=300&page={page}", token)
         assert status == 200
         doc = xml(body)["QueryResult"]
         found = doc["Entities"]["BackupJobSessions"]
@@ -326,7 +330,8 @@ async def test_sorting_and_paging(client: Client) -> None:
         "type=BackupJobSession&format=Entities&pageSize=0",
         "type=BackupJobSession&format=Entities&page=x",
         "type=BackupJobSession&format=Entities&sortAsc=Nope",
-        "type=Job&format=Entities",
+        "type=Job&format=Entities&filter=JobUid==x",
+        "type=ReplicaJobSession&format=Entities",
         "type=BackupJobSession&format=Entity",
     ):
         assert (await get(client, f"/api/query?{bad}", token))[0] == 400, bad
@@ -365,6 +370,106 @@ async def test_repositories(client: Client) -> None:
     _, body, _ = await get(client, "/api/query?type=Repository&format=Entities&filter=FreeSpace<0", token, JSON)
     found = json.loads(body)["Entities"]["Repositories"]["Repositories"]
     assert [r["Name"] for r in found] == ["Capacity Tier S3"]
+
+
+JOBS = "/api/query?type=Job&format=Entities"
+
+
+async def test_jobs_in_xml(client: Client) -> None:
+    token = await logon(client)
+    status, body, content_type = await get(client, JOBS + "&sortAsc=Name", token)
+    assert (status, content_type) == (200, "application/xml")
+    doc = xml(body)["QueryResult"]
+    jobs = doc["Entities"]["Jobs"]["Job"]
+    assert len(jobs) == len(dataset(client).jobs(T)) == 12
+    assert [job["@Name"] for job in jobs] == sorted((job["@Name"] for job in jobs), key=str.casefold)
+    assert (doc["PagingInfo"]["@PageNum"], doc["PagingInfo"]["@PagesCount"]) == ("1", "1")
+
+    first = jobs[0]
+    assert list(first)[:4] == ["@Href", "@Type", "@Name", "@UID"]
+    assert first["@Type"] == "Job"
+    assert first["@UID"].startswith("urn:veeam:Job:")
+    assert [k for k in first if not k.startswith("@")] == [
+        "Links",
+        "JobType",
+        "Platform",
+        "Description",
+        "ScheduleConfigured",
+        "ScheduleEnabled",
+        "NextRun",
+        "JobScheduleOptions",
+    ]
+    by_name: dict[str, list[Any]] = {}
+    for job in jobs:
+        by_name.setdefault(job["@Name"], []).append(job)
+    servers = [
+        next(link["@Name"] for link in job["Links"]["Link"] if link["@Type"] == "BackupServerReference")
+        for job in by_name["Backup Job 1"]
+    ]
+    assert sorted(servers) == ["vbr01.lab.local", "vbr02.lab.local"]
+    (disabled,) = by_name["Test Lab Backup"]
+    assert (disabled["ScheduleEnabled"], disabled["Platform"]) == ("false", "HyperV")
+    assert "NextRun" not in disabled  # scheduled jobs only
+    (sql,) = by_name["SQL Backup"]  # vbr02's was deleted
+    assert sql["NextRun"] == "2025-03-10T16:10:00Z"
+    assert sql["JobScheduleOptions"]["OptionsPeriodically"] == {"Enabled": "true", "Kind": "Hours", "FullPeriod": "2"}
+    (web_servers,) = by_name["Web Servers Backup"]
+    assert web_servers["JobScheduleOptions"]["OptionsDaily"]["Time"] == "21:00:00"
+    assert by_name["Exchange Replica"][0]["JobType"] == "Replica"
+
+
+async def test_jobs_in_json(make_client: Callable[..., Awaitable[Client]]) -> None:
+    v12 = await make_client(json_style="v12")
+    token = await logon(v12)
+    _, body, _ = await get(v12, JOBS + "&filter=ScheduleEnabled==false", token, JSON)
+    doc = json.loads(body)
+    assert doc["Entities"]["BackupJobSessions"] is None
+    (job,) = doc["Entities"]["Jobs"]["Jobs"]
+    assert job["Name"] == "Test Lab Backup"
+    assert job["ScheduleEnabled"] is False
+    assert job["ScheduleConfigured"] is True
+    assert job["NextRun"] is None  # v12 writes nulls
+    assert job["JobScheduleOptions"]["RetryOptions"] == {"RetrySpecified": False, "RetryTimes": 3, "RetryTimeout": 10}
+
+    v13 = await make_client(json_style="v13")
+    token = await logon(v13)
+    _, body, _ = await get(v13, JOBS + '&filter=BackupServerName=="vbr02.lab.local"&pageSize=2&page=2', token, JSON)
+    doc = json.loads(body)
+    jobs = doc["entities"]["jobs"]["jobs"]
+    assert len(jobs) == 2
+    assert doc["pagingInfo"] == {**doc["pagingInfo"], "pageNum": 2, "pageSize": 2, "pagesCount": 3}
+    assert {"jobType", "platform", "scheduleEnabled", "nextRun", "jobScheduleOptions", "uid", "links"} <= set(jobs[0])
+    assert "retryOptions" in jobs[0]["jobScheduleOptions"]
+
+
+def test_jobs_and_sessions_agree() -> None:
+    data = VeeamDataset(1, T)
+    jobs = {job.uid: job for job in data.jobs(T)}
+    sessions = data.sessions(T)
+    per_job = Counter(s.job_uid for s in sessions)
+    unlisted = {s.plan.key for s in sessions if s.job_uid not in jobs}
+    assert unlisted == {"sql_old"}  # deleted, its history kept
+    for uid, job in jobs.items():
+        assert all(s.plan is job.plan for s in sessions if s.job_uid == uid)
+        assert (job.next_run is None) == (not job.plan.schedule_enabled)
+        assert job.next_run is None or job.next_run > T
+    by_key = {job.plan.key: job for job in jobs.values()}
+    # A new job and a replication job have no BackupJobSession.
+    assert per_job[by_key["web"].uid] == per_job[by_key["replica"].uid] == 0
+    assert by_key["web"].next_run == datetime(2025, 3, 10, 21, tzinfo=UTC)
+    # The disabled job's history ends 16 days before origin.
+    lab = [s for s in sessions if s.plan.key == "lab"]
+    assert lab
+    assert max(s.created.value for s in lab) < T - timedelta(days=16)
+    assert {s.outcome for s in lab[-2:]} == {"Success"}
+    # "Backup Job 1": one name, two servers, two jobs, each with its sessions.
+    twins = [job for job in jobs.values() if job.plan.name == "Backup Job 1"]
+    assert {job.plan.server for job in twins} == {"vbr01", "vbr02"}
+    assert all(per_job[job.uid] == 30 for job in twins)
+    # Later on, the new job runs.
+    later = T + timedelta(days=1)
+    assert any(s.plan.key == "web" for s in data.sessions(later))
+    assert not any(s.plan.key in ("lab", "sql_old", "replica") and s.created.value > T for s in data.sessions(later))
 
 
 # --- the dataset ---------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from exporter.simulators.veeam import (
     NAMESPACE,
     RESULTS,
     STATES,
+    JobPlan,
     SimSession,
     VeeamDataset,
     create_app,
@@ -68,6 +70,16 @@ JOB_TYPES = {
     "ImmediateBackupCopy": "immediate_backup_copy",
     "AgentBackup": "agent_backup",
     "NasBackup": "nas_backup",
+    "Replica": "replica",
+}
+# The job name rule, written out by hand for the simulator's jobs (by plan
+# key; any other job is named by its JobName): "Backup Job 1" is on both
+# backup servers, and the sessions of vbr02's deleted "SQL Backup" are told
+# apart from those of vbr01's live one, which keeps its name.
+JOB_NAMES = {
+    "b1a": "Backup Job 1 (vbr01.lab.local)",
+    "b1b": "Backup Job 1 (vbr02.lab.local)",
+    "sql_old": "SQL Backup (vbr02.lab.local)",
 }
 
 
@@ -177,13 +189,17 @@ def expected_window(dataset: VeeamDataset, since: datetime, now: datetime) -> di
     return expected_runs([s for s in sessions if s.created.value >= lower or not s.finished(now)], now)
 
 
+def job_key(plan: JobPlan) -> JobKey:
+    return JobKey(JOB_NAMES.get(plan.key, plan.name), JOB_TYPES[plan.job_type])
+
+
 def expected_runs(sessions: list[SimSession], now: datetime) -> dict[str, tuple[Any, ...]]:
     """What the client must report for each session, derived from the dataset."""
     result = {}
     for s in sessions:
         finished = s.finished(now)
         result[s.uid] = (
-            JobKey(s.plan.name, JOB_TYPES[s.plan.job_type]),
+            job_key(s.plan),
             EXPECTED_STATUS[s.state(now), s.result(now)],
             s.created.value,
             s.ends.value if finished else None,
@@ -230,9 +246,9 @@ async def test_collects_every_session_in_every_format(
     assert len(running) == 4
     assert all(r.progress is not None and 0 < r.progress < 1 for r in running)
 
-    # Active sessions, then 30 days at 100 a page, then the repositories.
+    # Active sessions, then 30 days at 100 a page, then the jobs and the repositories.
     requests = await sim.requests()
-    assert requests == {LOGON: 1, QUERY: 1 + pages(len(sessions)) + 1}
+    assert requests == {LOGON: 1, QUERY: 1 + pages(len(sessions)) + 1 + 1}
     assert pages(len(sessions)) >= 3
     assert collection.summary["session_pages"] == 1 + pages(len(sessions))
     assert collection.summary["requests"] == requests[QUERY]
@@ -247,7 +263,8 @@ async def test_paging_small_pages_loses_and_repeats_nothing(sim: Sim, clients: C
     paged = await client_for(sim, clients, page_size=30).collect(T - MONTH, T)
 
     n = len(whole.runs)
-    assert (await sim.requests())[QUERY] - before == pages(4, 30) + pages(n, 30) + pages(4, 30)
+    jobs = len(sim.dataset.jobs(T))
+    assert (await sim.requests())[QUERY] - before == pages(4, 30) + pages(n, 30) + pages(jobs, 30) + pages(4, 30)
     assert sorted(r.run_id for r in paged.runs) == sorted(r.run_id for r in whole.runs)
     assert actual_runs(paged) == actual_runs(whole)
     assert paged.repositories == whole.repositories
@@ -259,7 +276,7 @@ async def test_session_expiring_mid_paging_logs_on_again(sim: Sim, clients: Clie
     collection = await VeeamClient(make_target(sim.url), http).collect(T - MONTH, T)
 
     sessions = sim.dataset.sessions(T)
-    queries = 1 + pages(len(sessions)) + 1
+    queries = 1 + pages(len(sessions)) + 1 + 1
     requests = await sim.requests()
     # Every 4th query met an expired session: a 401, a logon, the same page again.
     expired = (queries - 1) // 3
@@ -364,7 +381,7 @@ async def test_session_cookie_is_ignored_and_the_header_rules(sim: Sim, clients:
     await sim.post("/_sim/veeam/expire", {"after": 4})
     collection = await client.collect(T - MONTH, T)
     assert actual_runs(collection) == expected_runs(sim.dataset.sessions(T), T)
-    assert (await sim.requests())[LOGON] == 3  # 10 queries, sessions of 4 requests
+    assert (await sim.requests())[LOGON] == 3  # 11 queries, sessions of 4 requests
     assert len(http.session.cookie_jar) == 0
     await client.close()
     assert (await sim.get("/_sim/veeam/sessions"))["live"] == 0
@@ -425,31 +442,170 @@ async def test_demo_scenarios(sim: Sim, clients: Clients) -> None:
     assert offsite.status is Status.WARNING
     assert offsite.reason is not None
     assert offsite.reason.startswith("Warning: ")
-    for healthy in ("SQL Backup", "DR Copy", "Laptops", "NAS Archive", "Backup Job 1"):
-        assert finished(healthy)[-1].status is Status.SUCCESS, healthy
+    healthy = ("SQL Backup", "DR Copy", "Laptops", "NAS Archive", *(JOB_NAMES[key] for key in ("b1a", "b1b")))
+    for name in healthy:
+        assert finished(name)[-1].status is Status.SUCCESS, name
     cancelled = [r for r in collection.runs if r.status is Status.CANCELLED]
     assert cancelled
     assert all(r.reason == "Job has been stopped by user LAB\\veeam-admin" for r in cancelled)
 
 
-async def test_backup_server_info_and_shared_job_names(
+def inventory_keys(dataset: VeeamDataset, now: datetime) -> set[JobKey]:
+    """The jobs the inventory must give: every job listed but replication jobs."""
+    return {job_key(job.plan) for job in dataset.jobs(now) if job.plan.job_type != "Replica"}
+
+
+def veeam_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "exporter.vendors.veeam" and r.levelname == "WARNING"]
+
+
+async def test_same_named_jobs_on_two_backup_servers_are_told_apart(
     sim: Sim, clients: Clients, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = client_for(sim, clients)
-    collection = await client.collect(T - WEEK, T)
-    await client.collect(T - WEEK, T)
+    collection = await client.collect(T - MONTH, T)
+    again = await client.collect(T - MONTH, T)
 
-    info = {key.job_name: labels["backup_server"] for key, labels in collection.job_info.items()}
-    assert info["SQL Backup"] == "vbr01.lab.local"
-    assert info["NAS Archive"] == "vbr02.lab.local"
-    # Two jobs named "Backup Job 1": one job series, both servers named.
-    assert info["Backup Job 1"] == "vbr01.lab.local,vbr02.lab.local"
-    assert len([r for r in collection.runs if r.job == JobKey("Backup Job 1", "backup")]) == 14
-    assert set(collection.jobs) == {r.job for r in collection.runs}
+    sessions = sim.dataset.sessions(T)
+    # Every session under its job's name, each once: nothing lost, merged or duplicated.
+    assert sorted(r.run_id for r in collection.runs) == sorted(s.uid for s in sessions)
+    assert Counter(r.job for r in collection.runs) == Counter(job_key(s.plan) for s in sessions)
+    by_name = Counter(r.job.job_name for r in collection.runs)
+    plans = Counter(s.plan.key for s in sessions)
+    assert by_name["Backup Job 1 (vbr01.lab.local)"] == plans["b1a"] == 30
+    assert by_name["Backup Job 1 (vbr02.lab.local)"] == plans["b1b"] == 30
+    assert "Backup Job 1" not in by_name
+    assert JobKey("Backup Job 1", "backup") not in collection.jobs
+    # A name on one backup server only stays as it is.
+    assert by_name["Offsite Copy"] == plans["copy"]
+    assert by_name["SQL Backup"] == plans["sql"]
+
+    info = {key.job_name: labels for key, labels in collection.job_info.items()}
+    assert info["Backup Job 1 (vbr01.lab.local)"] == {"backup_server": "vbr01.lab.local", "schedule_enabled": "true"}
+    assert info["Backup Job 1 (vbr02.lab.local)"] == {"backup_server": "vbr02.lab.local", "schedule_enabled": "true"}
+    assert info["SQL Backup"] == {"backup_server": "vbr01.lab.local", "schedule_enabled": "true"}
+    assert info["NAS Archive"]["backup_server"] == "vbr02.lab.local"
+    assert set(collection.job_info) == set(collection.jobs)
     assert collection.summary["backup_servers"] == 2
-    warnings = [r.getMessage() for r in caplog.records if r.name == "exporter.vendors.veeam"]
-    assert len(warnings) == 1  # not once per poll
+    assert again.jobs == collection.jobs
+    warnings = veeam_warnings(caplog)
+    assert len(warnings) == 1  # once, not once per poll
     assert "'Backup Job 1'" in warnings[0]
+    assert "vbr01.lab.local, vbr02.lab.local" in warnings[0]
+
+
+@pytest.mark.parametrize(("answer_format", "json_style"), [("xml", "v12"), ("json", "v12"), ("json", "v13")])
+async def test_job_inventory_in_every_format_and_paged(
+    make_sim: SimFactory, clients: Clients, answer_format: str, json_style: str
+) -> None:
+    sim = await make_sim(json_style=json_style)
+    since = T - timedelta(hours=1)
+    collection = await client_for(sim, clients, page_size=3, format=answer_format).collect(since, T)
+
+    dataset = sim.dataset
+    listed = inventory_keys(dataset, T)
+    assert len(listed) == len(dataset.jobs(T)) - 1 == 11
+    run_keys = {r.job for r in collection.runs}
+    assert set(collection.jobs) == listed | run_keys
+    assert actual_runs(collection) == expected_window(dataset, since, T)
+    # Jobs without a session in the window still have their series: the new
+    # one has none at all, the disabled one none for 16 days.
+    new = JobKey("Web Servers Backup", "backup")
+    disabled = JobKey("Test Lab Backup", "backup")
+    assert listed - run_keys == {new, disabled}
+    assert not any(s.plan.key == "web" for s in dataset.sessions(T))
+    assert collection.job_info[new] == {"backup_server": "vbr02.lab.local", "schedule_enabled": "true"}
+    assert collection.job_info[disabled] == {"backup_server": "vbr01.lab.local", "schedule_enabled": "false"}
+    # Replication runs are not BackupJobSessions: no series that would never run.
+    assert not any(key.job_type == "replica" for key in collection.jobs)
+
+    job_pages = pages(len(dataset.jobs(T)), 3)
+    assert job_pages == 4
+    assert collection.summary["job_pages"] == job_pages
+    assert collection.summary["listed_jobs"] == len(listed)
+    requests = await sim.requests()
+    assert requests[QUERY] == collection.summary["requests"]
+    assert requests[QUERY] == (collection.summary["session_pages"] + job_pages + pages(len(dataset.repositories(T)), 3))
+
+
+async def test_a_disabled_job_keeps_its_series(sim: Sim, clients: Clients) -> None:
+    state = TargetState("veeam")
+    collection = await client_for(sim, clients).collect(T - MONTH, T)
+    apply_collection(state, collection, T, job_retention=MONTH)
+    disabled = state.jobs[JobKey("Test Lab Backup", "backup")]
+    assert disabled.info == {"backup_server": "vbr01.lab.local", "schedule_enabled": "false"}
+    assert disabled.last_success_end is not None
+    assert T - timedelta(days=17) < datetime.fromtimestamp(disabled.last_success_end, UTC) < T - timedelta(days=16)
+    never_ran = state.jobs[JobKey("Web Servers Backup", "backup")]
+    assert never_ran.last is None
+    assert never_ran.last_success_end is None
+
+
+async def test_job_names_do_not_depend_on_the_window_nor_the_instance(
+    sim: Sim, clients: Clients, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A window holding vbr02's "Backup Job 1" session but not vbr01's names
+    it as a whole month does, and so does a client started afresh."""
+    dataset = sim.dataset
+
+    def window(moment: datetime) -> tuple[datetime, set[str]]:
+        """From just after vbr01's last session, widened (as the client
+        does) to the oldest session in progress: the plans seen."""
+        sessions = dataset.sessions(moment)
+        since = (max(s.created.value for s in sessions if s.plan.key == "b1a") + timedelta(minutes=1)).replace(
+            microsecond=0
+        )
+        lower = min([since, *(s.created.value for s in sessions if not s.finished(moment))]).replace(microsecond=0)
+        return since, {s.plan.key for s in sessions if s.created.value >= lower or not s.finished(moment)}
+
+    # Long sessions in progress widen most windows: find a moment without.
+    moment = T
+    while not ("b1b" in window(moment)[1] and "b1a" not in window(moment)[1]):
+        moment += timedelta(minutes=30)
+        assert moment < T + timedelta(days=3)
+    since = window(moment)[0]
+
+    state = TargetState("veeam")
+    first = await client_for(sim, clients).collect(T - MONTH, T)
+    apply_collection(state, first, T, job_retention=MONTH)
+    # A restart: a new client, the same state.
+    await sim.clock(moment)
+    restarted = client_for(sim, clients)
+    narrow = await restarted.collect(since, moment)
+    apply_collection(state, narrow, moment, job_retention=MONTH)
+
+    names = {r.job.job_name for r in narrow.runs}
+    assert "Backup Job 1 (vbr02.lab.local)" in names
+    assert not {"Backup Job 1", "Backup Job 1 (vbr01.lab.local)"} & names
+    assert set(narrow.jobs) == set(first.jobs) - {JobKey("SQL Backup (vbr02.lab.local)", "backup")}
+    assert narrow.job_info == {key: info for key, info in first.job_info.items() if key in narrow.jobs}
+    assert actual_runs(narrow) == expected_window(dataset, since, moment)
+    assert {key.job_name for key in state.jobs} == {key.job_name for key in first.jobs}
+    assert "Backup Job 1" not in {key.job_name for key in state.jobs}
+    # Each instance warns once.
+    assert len(veeam_warnings(caplog)) == 2
+
+
+async def test_sessions_of_a_deleted_job_still_count(sim: Sim, clients: Clients) -> None:
+    collection = await client_for(sim, clients).collect(T - MONTH, T)
+    deleted = [s for s in sim.dataset.sessions(T) if s.plan.key == "sql_old"]
+    assert len(deleted) == 10
+    assert not any(job.plan.key == "sql_old" for job in sim.dataset.jobs(T))
+
+    old = JobKey("SQL Backup (vbr02.lab.local)", "backup")
+    runs = {r.run_id: r for r in collection.runs if r.job == old}
+    assert set(runs) == {s.uid for s in deleted}
+    assert collection.summary["unlisted_job_runs"] == 10
+    assert old in collection.jobs
+    # Not in the inventory: its backup server, but no schedule.
+    assert collection.job_info[old] == {"backup_server": "vbr02.lab.local"}
+    # The live job of that name, on the other server, keeps its name.
+    live = [r for r in collection.runs if r.job == JobKey("SQL Backup", "backup")]
+    assert len(live) == sum(1 for s in sim.dataset.sessions(T) if s.plan.key == "sql")
+
+    recent = await client_for(sim, clients).collect(T - WEEK, T)
+    assert old not in recent.jobs
+    assert recent.summary["unlisted_job_runs"] == 0
 
 
 async def test_repositories(sim: Sim, clients: Clients) -> None:
@@ -479,7 +635,7 @@ async def test_incremental_poll_asks_for_less(sim: Sim, clients: Clients) -> Non
 
     assert 0 < len(second.runs) < len(first.runs) / 4
     assert {r.run_id for r in second.runs} <= {r.run_id for r in first.runs}
-    assert (await sim.requests())[QUERY] - before == 3
+    assert (await sim.requests())[QUERY] - before == 4
 
 
 async def test_run_in_progress_finishes_and_keeps_its_id(sim: Sim, clients: Clients) -> None:
@@ -762,4 +918,54 @@ async def test_an_opaque_token_is_sent_verbatim(
     url = str((await aiohttp_server(app)).make_url("")).rstrip("/")
     collection = await VeeamClient(make_target(url), clients(url)).collect(T - WEEK, T)
     assert collection.runs == ()
-    assert sent == [token, token, token]
+    assert sent == [token] * 4
+
+
+def _job_xml(uid: str, name: str, server: str, job_type: str = "Backup") -> str:
+    return (
+        f'<Job Type="Job" Name="{name}" UID="urn:veeam:Job:{uid}"><Links>'
+        f'<Link Rel="Up" Type="BackupServerReference" Name="{server}" Href="x" /></Links>'
+        f"<JobType>{job_type}</JobType><ScheduleEnabled>true</ScheduleEnabled></Job>"
+    )
+
+
+async def test_a_name_newly_found_on_a_second_server_is_logged_once(
+    aiohttp_server: Callable[..., Awaitable[TestServer]], clients: Clients, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The inventory changes between polls: a second server gets a job of a
+    known name, loses it, gets it again."""
+    jobs = [_job_xml("a1", "Nightly", "vbr01"), _job_xml("b1", "Weekly", "vbr01")]
+
+    async def get_query(request: web.Request) -> web.Response:
+        kind = request.query["type"]
+        rows = "".join(jobs) if kind == "Job" else ""
+        plural = {"Job": "Jobs", "BackupJobSession": "BackupJobSessions", "Repository": "Repositories"}[kind]
+        body = f'<QueryResult xmlns="{NAMESPACE}"><Entities><{plural}>{rows}</{plural}></Entities></QueryResult>'
+        return web.Response(text=body, content_type="application/xml")
+
+    async def post_logon(request: web.Request) -> web.Response:
+        return web.Response(status=201, headers=TOKEN)
+
+    app = web.Application()
+    app.router.add_post("/api/sessionMngr/", post_logon)
+    app.router.add_get("/api/query", get_query)
+    url = str((await aiohttp_server(app)).make_url("")).rstrip("/")
+    client = VeeamClient(make_target(url), clients(url))
+
+    async def names() -> set[str]:
+        return {key.job_name for key in (await client.collect(T - DAY, T)).jobs}
+
+    assert await names() == {"Nightly", "Weekly"}
+    jobs.append(_job_xml("a2", "Nightly", "vbr02"))
+    assert await names() == {"Nightly (vbr01)", "Nightly (vbr02)", "Weekly"}
+    assert await names() == {"Nightly (vbr01)", "Nightly (vbr02)", "Weekly"}
+    assert len(veeam_warnings(caplog)) == 1
+    assert "'Nightly' exist on several backup servers (vbr01, vbr02)" in veeam_warnings(caplog)[0]
+    jobs.pop()
+    assert await names() == {"Nightly", "Weekly"}
+    # A replication job does not count: its runs are not collected.
+    jobs.append(_job_xml("a3", "Nightly", "vbr03", job_type="Replica"))
+    assert await names() == {"Nightly", "Weekly"}
+    jobs.append(_job_xml("a4", "Nightly", "vbr04"))
+    assert await names() == {"Nightly (vbr01)", "Nightly (vbr04)", "Weekly"}
+    assert len(veeam_warnings(caplog)) == 2

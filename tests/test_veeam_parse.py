@@ -19,11 +19,15 @@ from exporter.simulators.veeam import camel_case
 from exporter.vendors.base import ParseError
 from exporter.vendors.veeam import (
     NAMESPACE,
+    JobEntity,
     Paging,
     RepositoryEntity,
+    Session,
     SessionPage,
+    attribute_sessions,
     job_type_of,
     map_status,
+    parse_jobs,
     parse_logon_session,
     parse_repositories,
     parse_sessions,
@@ -56,7 +60,9 @@ def run_dict(run: Run) -> dict[str, Any]:
 
 def page_dict(page: SessionPage) -> dict[str, Any]:
     return {
-        "sessions": [{**run_dict(s.run), "backup_server": s.backup_server} for s in page.sessions],
+        "sessions": [
+            {**run_dict(s.run), "backup_server": s.backup_server, "job_uid": s.job_uid} for s in page.sessions
+        ],
         "paging": {
             "page_num": page.paging.page_num,
             "page_size": page.paging.page_size,
@@ -124,6 +130,7 @@ def test_notes_xml_session_example(vendor_api_dir: Path, golden: Any) -> None:
     assert run.reason is None
     assert run.query_time is None  # the filter is on CreationTime, which is `start`
     assert session.backup_server == "vbr01.tech.local"
+    assert session.job_uid == "urn:veeam:Job:0a62…"
     assert page.paging == Paging(page_num=1, page_size=100, pages_count=1)
 
 
@@ -141,6 +148,7 @@ def test_notes_json_v12_example(vendor_api_dir: Path, golden: Any) -> None:
     assert run.progress == 0.0
     assert run.reason is None
     assert session.backup_server == "vbr.dom"
+    assert session.job_uid == "urn:veeam:Job:4088…"
     assert page.paging == Paging(page_num=1, page_size=100, pages_count=1)
 
 
@@ -629,6 +637,250 @@ def test_parse_logon_session_rejects(body: str) -> None:
         parse_logon_session(body)
 
 
+# --- the job inventory -------------------------------------------------------------------
+
+# A Job entity with the fields of VD `get_jobs_id.md` and the notes (1.3):
+# JobType, Platform, Description, ScheduleConfigured, ScheduleEnabled,
+# NextRun, the nested JobScheduleOptions and JobInfo, and the links.
+JOB_XML = (
+    f'<QueryResult xmlns="{NAMESPACE}"><Entities><Jobs>'
+    '<Job Href="https://em:9398/api/jobs/0a62?format=Entity" Type="Job" Name="Backup Job 2 " '
+    'UID="urn:veeam:Job:0A62">'
+    '<Links><Link Href="https://em:9398/api/backupServers/a0c8" Name="vbr01.tech.local" '
+    'Type="BackupServerReference" Rel="Up"/>'
+    '<Link Href="https://em:9398/api/jobs/0a62" Name="Backup Job 2" Type="JobReference" Rel="Alternate"/>'
+    '<Link Href="https://em:9398/api/jobs/0a62?action=start" Rel="Start"/></Links>'
+    "<JobType>Backup</JobType><Platform>VMware</Platform><Description>Created by TECH\\admin.</Description>"
+    "<ScheduleConfigured>true</ScheduleConfigured><ScheduleEnabled>True</ScheduleEnabled>"
+    "<NextRun>2020-02-01T17:00:00Z</NextRun>"
+    "<JobScheduleOptions><RetryOptions><RetryTimes>3</RetryTimes></RetryOptions>"
+    '<OptionsDaily Enabled="true"><Kind>Everyday</Kind><Days>Monday</Days><Days>Tuesday</Days></OptionsDaily>'
+    "</JobScheduleOptions>"
+    "<JobInfo><BackupJobInfo><Includes><ObjectInJob><Name>vm01</Name></ObjectInJob></Includes></BackupJobInfo>"
+    "</JobInfo></Job>"
+    '<Job Type="Job" Name="Lab" UID="urn:veeam:Job:11"><Links /><JobType>BackupCopy</JobType>'
+    "<ScheduleConfigured>true</ScheduleConfigured><ScheduleEnabled>false</ScheduleEnabled></Job>"
+    "</Jobs></Entities>"
+    '<PagingInfo PageNum="1" PageSize="100" PagesCount="1" /></QueryResult>'
+)
+JOBS_EXPECTED = (
+    JobEntity("urn:veeam:Job:0A62", "Backup Job 2", "backup", "vbr01.tech.local", True),
+    JobEntity("urn:veeam:Job:11", "Lab", "backup_copy", None, False),
+)
+
+
+def _jobs_v12() -> dict[str, Any]:
+    return {
+        "Refs": None,
+        "Entities": {
+            "BackupJobSessions": None,
+            "Jobs": {
+                "Jobs": [
+                    {
+                        "JobType": "Backup",
+                        "Platform": "VMware",
+                        "Description": "Created by TECH\\admin.",
+                        "ScheduleConfigured": True,
+                        "ScheduleEnabled": True,
+                        "NextRun": "2020-02-01T17:00:00Z",
+                        "JobScheduleOptions": {"RetryOptions": {"RetryTimes": 3}, "OptionsDaily": None},
+                        "JobInfo": None,
+                        "Name": "Backup Job 2 ",
+                        "UID": "urn:veeam:Job:0A62",
+                        "Links": [
+                            {"Rel": "Up", "Href": "x", "Name": "vbr01.tech.local", "Type": "BackupServerReference"},
+                            {"Rel": "Alternate", "Href": "y", "Name": "Backup Job 2", "Type": "JobReference"},
+                        ],
+                        "Href": "https://em:9398/api/jobs/0a62?format=Entity",
+                        "Type": "Job",
+                    },
+                    {
+                        "JobType": "BackupCopy",
+                        "ScheduleConfigured": True,
+                        "ScheduleEnabled": False,
+                        "NextRun": None,
+                        "Name": "Lab",
+                        "UID": "urn:veeam:Job:11",
+                        "Links": [],
+                    },
+                ]
+            },
+        },
+        "PagingInfo": {"PageNum": 1, "PageSize": 100, "PagesCount": 1, "Links": []},
+    }
+
+
+def test_jobs_in_xml_and_both_json_casings() -> None:
+    xml_page = parse_jobs(JOB_XML)
+    assert xml_page.jobs == JOBS_EXPECTED
+    assert xml_page.paging == Paging(1, 100, 1)
+    assert parse_jobs(json.dumps(_jobs_v12())).jobs == JOBS_EXPECTED
+    assert parse_jobs(json.dumps(_to_v13(_jobs_v12()))).jobs == JOBS_EXPECTED
+    # A JSON array under Jobs, no ScheduleEnabled at all, a BOM.
+    bare = {"Entities": {"Jobs": [{"Name": "J", "UID": "u", "JobType": "NasBackup"}]}}
+    assert parse_jobs(b"\xef\xbb\xbf" + json.dumps(bare).encode()).jobs == (JobEntity("u", "J", "nas_backup", None),)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        JOB_XML.replace(' UID="urn:veeam:Job:11"', ""),
+        JOB_XML.replace(' Name="Lab"', ""),
+        JOB_XML.replace("<JobType>BackupCopy</JobType>", ""),
+        JOB_XML.replace("<ScheduleEnabled>false</ScheduleEnabled>", "<ScheduleEnabled>no</ScheduleEnabled>"),
+        JOB_XML.replace("<ScheduleEnabled>false</ScheduleEnabled>", "<ScheduleEnabled><x>1</x></ScheduleEnabled>"),
+        JOB_XML.replace("Jobs>", "BackupJobSessions>")
+        .replace("<Job ", "<BackupJobSession ")
+        .replace("</Job>", "</BackupJobSession>"),
+        '{"Entities":{"Jobs":{"Jobs":[{"Name":"J","UID":"u","JobType":"Backup","ScheduleEnabled":1}]}}}',
+        '{"Entities":{"Jobs":{"Jobs":[{"Name":"J","UID":"u","JobType":"Backup","ScheduleEnabled":"yes"}]}}}',
+        '{"Entities":{"Jobs":{"Jobs":[{"Name":"J","UID":"u","JobType":["Backup"]}]}}}',
+        '{"Refs":{"Refs":[]},"Entities":null}',
+        BOMB.replace("BackupJobSession", "Job"),
+    ],
+)
+def test_parse_jobs_rejects(body: str) -> None:
+    with pytest.raises(ParseError):
+        parse_jobs(body)
+
+
+# --- job names: the rule of the module docstring ----------------------------------------
+
+
+def _job(uid: str, name: str, server: str | None, job_type: str = "backup", enabled: bool | None = True) -> JobEntity:
+    return JobEntity(f"urn:veeam:Job:{uid}", name, job_type, server, enabled)
+
+
+def _session(uid: str, name: str, server: str | None, job: str | None, job_type: str = "backup") -> Session:
+    run = Run(run_id=uid, job=JobKey(name, job_type), status=Status.SUCCESS, start=START, end=START)
+    return Session(run=run, backup_server=server, job_uid=None if job is None else f"urn:veeam:Job:{job}")
+
+
+def _names(sessions: list[Session], jobs: list[JobEntity]) -> dict[str, str]:
+    return {run.run_id: run.job.job_name for run in attribute_sessions(jobs, sessions).runs}
+
+
+def test_a_name_on_two_backup_servers_is_qualified_on_both() -> None:
+    jobs = [
+        _job("a", "Backup Job 1", "vbr01"),
+        _job("b", "Backup Job 1", "vbr02", enabled=False),
+        _job("c", "SQL", "vbr01"),
+        _job("d", "Idle", "vbr02"),
+    ]
+    sessions = [_session("s1", "Backup Job 1", "vbr01", "a"), _session("s2", "SQL", "vbr01", "c")]
+    result = attribute_sessions(jobs, sessions)
+    assert {r.run_id: r.job for r in result.runs} == {
+        "s1": JobKey("Backup Job 1 (vbr01)", "backup"),
+        "s2": JobKey("SQL", "backup"),
+    }
+    # Every job of the inventory, with or without runs.
+    assert result.jobs == (
+        JobKey("Backup Job 1 (vbr01)", "backup"),
+        JobKey("Backup Job 1 (vbr02)", "backup"),
+        JobKey("Idle", "backup"),
+        JobKey("SQL", "backup"),
+    )
+    assert result.job_info == {
+        JobKey("Backup Job 1 (vbr01)", "backup"): {"backup_server": "vbr01", "schedule_enabled": "true"},
+        JobKey("Backup Job 1 (vbr02)", "backup"): {"backup_server": "vbr02", "schedule_enabled": "false"},
+        JobKey("Idle", "backup"): {"backup_server": "vbr02", "schedule_enabled": "true"},
+        JobKey("SQL", "backup"): {"backup_server": "vbr01", "schedule_enabled": "true"},
+    }
+    assert result.colliding == {"Backup Job 1": frozenset({"vbr01", "vbr02"})}
+    assert result.listed_jobs == 4
+    assert result.unlisted_runs == 0
+    # The names come from the inventory, whatever sessions a poll sees.
+    assert attribute_sessions(jobs, []).jobs == result.jobs
+    assert attribute_sessions(list(reversed(jobs)), sessions) == result
+
+
+def test_sessions_follow_their_job_by_uid() -> None:
+    jobs = [_job("A", "Nightly", "vbr01"), _job("b", "Nightly", "vbr02"), _job("c", "Renamed", "vbr01")]
+    sessions = [
+        # The JobUid in another case; the session's own link says nothing.
+        _session("s1", "Nightly", None, "a"),
+        # The job was renamed since: its sessions take the new name.
+        _session("s2", "Old name", "vbr01", "c"),
+        # A child session keeps its own job type, under its job's name.
+        _session("s3", "Nightly", "vbr02", "b", job_type="immediate_backup_copy_worker"),
+    ]
+    result = attribute_sessions(jobs, sessions)
+    assert {r.run_id: r.job for r in result.runs} == {
+        "s1": JobKey("Nightly (vbr01)", "backup"),
+        "s2": JobKey("Renamed", "backup"),
+        "s3": JobKey("Nightly (vbr02)", "immediate_backup_copy_worker"),
+    }
+    assert result.job_info[JobKey("Nightly (vbr01)", "backup")] == {
+        "backup_server": "vbr01",
+        "schedule_enabled": "true",
+    }
+    assert result.job_info[JobKey("Nightly (vbr02)", "immediate_backup_copy_worker")]["backup_server"] == "vbr02"
+
+
+def test_sessions_of_jobs_missing_from_the_inventory() -> None:
+    jobs = [_job("a", "SQL", "vbr01"), _job("b", "Twin", "vbr01"), _job("c", "Twin", "vbr02")]
+    sessions = [
+        # A deleted job of a name now used on another server only.
+        _session("s1", "SQL", "vbr02", "gone"),
+        # A name found twice already.
+        _session("s3", "Twin", "vbr01", "gone3"),
+        # Two deleted jobs of one name on two servers, no JobUid on one.
+        _session("s4", "Old", "vbr01", "gone4"),
+        _session("s5", "Old", "vbr02", None),
+        # Alone, a deleted job keeps its name.
+        _session("s6", "Lonely", "vbr02", "gone6"),
+    ]
+    result = attribute_sessions(jobs, sessions)
+    assert _names(sessions, jobs) == {
+        "s1": "SQL (vbr02)",
+        "s3": "Twin (vbr01)",
+        "s4": "Old (vbr01)",
+        "s5": "Old (vbr02)",
+        "s6": "Lonely",
+    }
+    assert result.unlisted_runs == 5
+    # The live jobs keep the names the inventory gives them.
+    assert {JobKey("SQL", "backup"), JobKey("Twin (vbr01)", "backup"), JobKey("Twin (vbr02)", "backup")} <= set(
+        result.jobs
+    )
+    assert result.colliding == {"Twin": frozenset({"vbr01", "vbr02"})}
+    # Not in the inventory: no schedule_enabled.
+    assert result.job_info[JobKey("SQL (vbr02)", "backup")] == {"backup_server": "vbr02"}
+    assert result.job_info[JobKey("SQL", "backup")] == {"backup_server": "vbr01", "schedule_enabled": "true"}
+    # A deleted job of a name its server still uses is the same job to the
+    # operator; beside another server's deleted job of that name, not.
+    recreated = _session("s2", "SQL", "vbr01", "gone2")
+    assert _names([recreated], jobs) == {"s2": "SQL"}
+    assert _names([recreated, sessions[0]], jobs) == {"s2": "SQL (vbr01)", "s1": "SQL (vbr02)"}
+
+
+def test_unnamed_servers_and_odd_inventories() -> None:
+    jobs = [
+        _job("a", "Nightly", "vbr01"),
+        # No BackupServerReference link: told apart by its UID.
+        _job("b", "Nightly", None),
+        # Replication: its runs are not BackupJobSessions, so it is no job here.
+        _job("c", "Weekly", "vbr02", job_type="replica"),
+        _job("d", "Weekly", "vbr01", enabled=None),
+    ]
+    sessions = [_session("s1", "Nightly", None, "b"), _session("s2", "Weekly", "vbr01", "d")]
+    result = attribute_sessions(jobs, sessions)
+    assert _names(sessions, jobs) == {"s1": "Nightly (urn:veeam:Job:b)", "s2": "Weekly"}
+    assert result.jobs == (
+        JobKey("Nightly (urn:veeam:Job:b)", "backup"),
+        JobKey("Nightly (vbr01)", "backup"),
+        JobKey("Weekly", "backup"),
+    )
+    assert result.job_info[JobKey("Nightly (urn:veeam:Job:b)", "backup")] == {"schedule_enabled": "true"}
+    assert result.job_info[JobKey("Weekly", "backup")] == {"backup_server": "vbr01"}
+    # One server with two jobs of one name and type (which Veeam forbids):
+    # one series, enabled if either is.
+    twins = [_job("e", "Dup", "vbr01", enabled=False), _job("f", "Dup", "vbr01", enabled=True)]
+    assert attribute_sessions(twins, []).job_info == {
+        JobKey("Dup", "backup"): {"backup_server": "vbr01", "schedule_enabled": "true"}
+    }
+
+
 # Fragments of a session payload, shuffled into near-miss documents.
 _TAGS = (
     "QueryResult",
@@ -648,8 +900,11 @@ _TAGS = (
     "Repositories",
     "Repository",
     "Capacity",
+    "Jobs",
+    "Job",
+    "ScheduleEnabled",
 )
-_VALUES = ("Stopped", "Working", "None", "Backup", "2025-08-15T20:00:24Z", "-1", "42", "&amp;", " ", 'UID="u"')
+_VALUES = ("Stopped", "Working", "None", "Backup", "2025-08-15T20:00:24Z", "-1", "42", "&amp;", " ", 'UID="u"', "true")
 _XML_TOKENS = [*(f"<{tag}>" for tag in _TAGS), *(f"</{tag}>" for tag in _TAGS), *_VALUES]
 _XMLISH = st.lists(st.sampled_from(_XML_TOKENS), max_size=40).map("".join)
 _KEYS = st.sampled_from([*_TAGS, "UID", "uid", "PageNum", "PagesCount", "entities", "Name"])
@@ -672,6 +927,13 @@ def test_parse_sessions_raises_only_parse_error(body: str | bytes) -> None:
 def test_parse_repositories_raises_only_parse_error(body: str) -> None:
     with contextlib.suppress(ParseError):
         parse_repositories(body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=200), _XMLISH, _JSONISH))
+def test_parse_jobs_raises_only_parse_error(body: str) -> None:
+    with contextlib.suppress(ParseError):
+        parse_jobs(body)
 
 
 @settings(max_examples=100, deadline=None)

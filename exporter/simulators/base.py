@@ -215,7 +215,7 @@ async def _get_fault(request: web.Request) -> web.Response:
 
 
 async def _post_fault(request: web.Request) -> web.Response:
-    payload = await _json_object(request)
+    payload = await control_json(request)
     try:
         request.app[FAULTS].configure(payload)
     except ValueError as exc:
@@ -228,7 +228,7 @@ async def _get_clock(request: web.Request) -> web.Response:
 
 
 async def _post_clock(request: web.Request) -> web.Response:
-    payload = await _json_object(request)
+    payload = await control_json(request)
     clock = request.app[CLOCK]
     try:
         if "now" in payload:
@@ -251,7 +251,8 @@ async def _delete_requests(request: web.Request) -> web.Response:
     return web.json_response({})
 
 
-async def _json_object(request: web.Request) -> Mapping[str, Any]:
+async def control_json(request: web.Request) -> Mapping[str, Any]:
+    """The JSON object body of a control request; 400 otherwise."""
     try:
         payload = await request.json()
     except ValueError:

@@ -73,7 +73,7 @@ import xmltodict
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from exporter.simulators.base import SimulatorSpec, create_sim_app, is_control, sim_now
+from exporter.simulators.base import SimulatorSpec, control_json, create_sim_app, is_control, sim_now
 
 DEMO_USERNAME = "svc-backup-exporter"
 # Non-ASCII and base64's own characters: the client must encode the UTF-8.
@@ -899,16 +899,6 @@ async def _server_date(request: web.Request, handler: Handler) -> web.StreamResp
 # --- control routes ----------------------------------------------------------------
 
 
-async def _control_json(request: web.Request) -> Mapping[str, Any]:
-    try:
-        payload = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="body must be JSON\n") from None
-    if not isinstance(payload, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object\n")
-    return payload
-
-
 def _count(payload: Mapping[str, Any], key: str, default: int | None) -> int | None:
     value = payload.get(key, default)
     if value is None:
@@ -936,7 +926,7 @@ async def _get_expire(request: web.Request) -> web.Response:
 
 
 async def _post_expire(request: web.Request) -> web.Response:
-    payload = await _control_json(request)
+    payload = await control_json(request)
     _check_keys(payload, {"after", "renewable"})
     sessions = request.app[SESSIONS]
     sessions.expire_after = _count(payload, "after", 0)
@@ -945,7 +935,7 @@ async def _post_expire(request: web.Request) -> web.Response:
 
 
 async def _post_error(request: web.Request) -> web.Response:
-    payload = await _control_json(request)
+    payload = await control_json(request)
     _check_keys(payload, {"form", "code", "message", "count"})
     form = payload.get("form", "errorCode")
     if form not in ERROR_FORMS:
@@ -963,7 +953,7 @@ async def _post_error(request: web.Request) -> web.Response:
 
 
 async def _post_paging(request: web.Request) -> web.Response:
-    payload = await _control_json(request)
+    payload = await control_json(request)
     _check_keys(payload, {"ignore_offset", "shift"})
     paging = request.app[PAGING]
     paging.ignore_offset = _flag(payload, "ignore_offset", False)

@@ -3,7 +3,7 @@
 camelCase shape), over a deterministic dataset that is a pure function of
 (seed, origin), origin being the simulated now when the app was created.
 
-The dataset (what --demo shows), two backup servers, ~720 sessions in 30 days:
+The dataset (what --demo shows), two backup servers, ~780 sessions in 30 days:
 
 - "SQL Backup" (vbr01, Backup): every 2 h, healthy; a failed session is
   retried (IsRetry) ten minutes after it ends.
@@ -18,12 +18,25 @@ The dataset (what --demo shows), two backup servers, ~720 sessions in 30 days:
   runs), "NAS Archive" (vbr02, NasBackup, runs most of the day, pauses too).
 - "Backup Job 1" on both servers (Veeam's default job name): one job name,
   two jobs.
+- "Web Servers Backup" (vbr02, Backup): created just before origin, so it has
+  no session yet; its first is its first daily run after origin.
+- "Test Lab Backup" (vbr01, Backup, Hyper-V): disabled (ScheduleEnabled
+  false) since origin - 16 d; its older sessions stay in the history.
+- "SQL Backup" on vbr02 (Backup): deleted at origin - 20 d (the job moved to
+  vbr01); not in the job inventory, its sessions stay in the history.
+  Both lie beyond the demo's lookback of 14 d, so that the demo alerts on
+  the scenarios above only.
+- "Exchange Replica" (vbr01, Replica): in the job inventory only, as its runs
+  are ReplicaJobSessions, which this simulator does not serve.
 - Repositories: a "Default Backup Repository" on each server, and an S3
   capacity tier whose size is unknown (-1).
 
-Sessions are created at fixed offsets from 2024-01-01 and exist from now -
-30 d up to now, so the clock moving reveals new ones; session k of a job keeps
-its UID and its outcome whatever the clock says. A session in progress is
+The job inventory (`query?type=Job`) lists every job but the deleted one,
+with JobType, Platform, ScheduleConfigured, ScheduleEnabled, NextRun (none
+while disabled) and nested JobScheduleOptions. Sessions are created at fixed
+offsets from 2024-01-01 and exist from now - 30 d up to now, so the clock
+moving reveals new ones; session k of a job keeps its UID and its outcome
+whatever the clock says. A session in progress is
 Starting for its first minute or two, Stopping for its last, Pausing then
 Resuming for a few minutes half-way when it pauses, Working otherwise.
 Payload quirks of the real API are reproduced: fractional seconds of 0, 3, 6
@@ -66,7 +79,7 @@ from xml.sax.saxutils import escape, quoteattr
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from exporter.simulators.base import SimulatorSpec, create_sim_app, is_control, sim_now
+from exporter.simulators.base import SimulatorSpec, control_json, create_sim_app, is_control, sim_now
 from exporter.timeutil import parse_timestamp
 
 DEMO_USERNAME = "LAB\\svc-backup-exporter"
@@ -84,6 +97,7 @@ SUPPORTED_VERSIONS = ("v1_5", "v1_6", "v1_7")
 JSON_STYLES = ("v12", "v13")
 BOM = b"\xef\xbb\xbf"
 RETRY_DELAY = timedelta(minutes=10)
+ZERO = timedelta(0)
 
 HEALTHY = "healthy"
 LAST_FAILED = "last_failed"
@@ -134,6 +148,13 @@ class JobPlan:
     scenario: str = HEALTHY
     retries: bool = False
     pauses: bool = False
+    platform: str = "VMware"
+    # Runs are scheduled from origin + first_run on, and up to origin +
+    # last_run (None: no such bound).
+    first_run: timedelta | None = None
+    last_run: timedelta | None = None
+    schedule_enabled: bool = True
+    deleted: bool = False  # gone from the inventory; its sessions stay
 
 
 PLANS: tuple[JobPlan, ...] = (
@@ -176,7 +197,36 @@ PLANS: tuple[JobPlan, ...] = (
     ),
     JobPlan("b1a", "Backup Job 1", "Backup", "vbr01", timedelta(days=1), timedelta(hours=1), (10, 40)),
     JobPlan("b1b", "Backup Job 1", "Backup", "vbr02", timedelta(days=1), timedelta(hours=2), (10, 40)),
+    JobPlan(
+        "web", "Web Servers Backup", "Backup", "vbr02", timedelta(days=1), timedelta(hours=21), (20, 45), first_run=ZERO
+    ),
+    JobPlan(
+        "lab",
+        "Test Lab Backup",
+        "Backup",
+        "vbr01",
+        timedelta(days=1),
+        timedelta(hours=4),
+        (10, 30),
+        platform="HyperV",
+        last_run=-timedelta(days=16),
+        schedule_enabled=False,
+    ),
+    JobPlan(
+        "sql_old",
+        "SQL Backup",
+        "Backup",
+        "vbr02",
+        timedelta(days=1),
+        timedelta(hours=20),
+        (15, 40),
+        last_run=-timedelta(days=20),
+        deleted=True,
+    ),
+    JobPlan("replica", "Exchange Replica", "Replica", "vbr01", timedelta(hours=4), timedelta(minutes=30), (5, 15)),
 )
+# Job types whose runs are not BackupJobSessions (not served here).
+SESSIONLESS_JOB_TYPES = frozenset({"Replica"})
 
 
 @dataclass(frozen=True)
@@ -238,6 +288,7 @@ def _stamp(when: datetime, digits: int, seventh: int = 0) -> Stamp:
 @dataclass(frozen=True)
 class SimSession:
     uid: str
+    job_uid: str
     plan: JobPlan
     index: int
     retry: bool
@@ -283,6 +334,13 @@ class SimSession:
 
 
 @dataclass(frozen=True)
+class SimJob:
+    uid: str
+    plan: JobPlan
+    next_run: datetime | None  # None: the schedule is disabled
+
+
+@dataclass(frozen=True)
 class SimRepository:
     uid: str
     plan: RepositoryPlan
@@ -305,10 +363,30 @@ class VeeamDataset:
         self._last_before_origin = {plan.key: self._last_ended(plan) for plan in PLANS}
 
     def _last_ended(self, plan: JobPlan) -> int:
-        index = math.floor((self.origin - EPOCH - plan.offset) / plan.period)
-        while self._timing(plan, index, retry=False)[1].value > self.origin:
+        limit = self.origin if plan.last_run is None else min(self.origin, self.origin + plan.last_run)
+        index = math.floor((limit - EPOCH - plan.offset) / plan.period)
+        while self._timing(plan, index, retry=False)[1].value > limit:
             index -= 1
         return index
+
+    def _scheduled(self, plan: JobPlan, index: int) -> datetime:
+        return EPOCH + plan.offset + index * plan.period
+
+    def _index(self, plan: JobPlan, when: datetime) -> int:
+        """The last main session scheduled at or before `when`."""
+        return math.floor((when - EPOCH - plan.offset) / plan.period)
+
+    def _from_first(self, plan: JobPlan, index: int) -> int:
+        """`index`, or the plan's first main session if that comes later."""
+        if plan.first_run is None:
+            return index
+        return max(index, math.ceil((self.origin + plan.first_run - EPOCH - plan.offset) / plan.period))
+
+    def _indexes(self, plan: JobPlan, since: datetime, now: datetime) -> range:
+        """The main sessions scheduled from `since` (the one before it too)
+        up to `now` that the plan runs at all."""
+        end = now if plan.last_run is None else min(now, self.origin + plan.last_run)
+        return range(self._from_first(plan, self._index(plan, since)), self._index(plan, end) + 1)
 
     def _timing(self, plan: JobPlan, index: int, *, retry: bool) -> tuple[Stamp, Stamp]:
         """(created, ends), independent of the outcome."""
@@ -369,6 +447,7 @@ class VeeamDataset:
         final_progress = 100 if outcome in ("Success", "Warning") else int(5 + 90 * _unit(seed, "stop", *key))
         session = SimSession(
             uid="urn:veeam:BackupJobSession:" + _guid(seed, "session", *key),
+            job_uid="urn:veeam:Job:" + self.job_uids[plan.key],
             plan=plan,
             index=index,
             retry=retry,
@@ -389,16 +468,28 @@ class VeeamDataset:
         """Every session created from now - 30 d up to now, oldest first."""
         found: list[SimSession] = []
         for plan in PLANS:
+            if plan.job_type in SESSIONLESS_JOB_TYPES:
+                continue
             # One early: its retry may fall inside the window.
-            index = math.floor((now - HISTORY - EPOCH - plan.offset) / plan.period) - 1
-            while EPOCH + plan.offset + index * plan.period <= now:
+            for index in self._indexes(plan, now - HISTORY - plan.period, now):
                 main = self.session(plan, index)
                 candidates = [main]
                 if plan.retries and main.outcome == "Failed" and main.finished(now):
                     candidates.append(self.session(plan, index, retry=True))
                 found += [s for s in candidates if now - HISTORY <= s.created.value <= now]
-                index += 1
         return sorted(found, key=lambda s: (s.created.value, s.uid))
+
+    def jobs(self, now: datetime) -> list[SimJob]:
+        """The job inventory: every job not deleted, in plan order."""
+        found = []
+        for plan in PLANS:
+            if plan.deleted:
+                continue
+            next_run = None
+            if plan.schedule_enabled:
+                next_run = self._scheduled(plan, self._from_first(plan, self._index(plan, now) + 1))
+            found.append(SimJob("urn:veeam:Job:" + self.job_uids[plan.key], plan, next_run))
+        return found
 
     def repositories(self, now: datetime) -> list[SimRepository]:
         days = (now - self.origin).total_seconds() / 86400
@@ -494,8 +585,11 @@ def _links_xml(links: Sequence[Link]) -> str:
 
 
 def _element(name: str, value: object) -> str:
+    """An element; a mapping becomes one with child elements."""
     if value is None:
         return ""
+    if isinstance(value, Mapping):
+        return f"<{name}>" + "".join(_element(key, item) for key, item in value.items()) + f"</{name}>"
     text = str(value).lower() if isinstance(value, bool) else str(value)
     return f"<{name}>{escape(text)}</{name}>"
 
@@ -570,7 +664,7 @@ def _session_entity(renderer: Renderer, dataset: VeeamDataset, session: SimSessi
     plan = session.plan
     server = dataset.servers[plan.server]
     guid = session.uid.rsplit(":", 1)[1]
-    job_guid = dataset.job_uids[plan.key]
+    job_guid = session.job_uid.rsplit(":", 1)[1]
     links = [
         Link("Up", f"{base}/backupServers/{dataset.server_uids[server.key]}", "BackupServerReference", server.name),
         Link("Up", f"{base}/jobs/{job_guid}", "JobReference", plan.name),
@@ -583,7 +677,7 @@ def _session_entity(renderer: Renderer, dataset: VeeamDataset, session: SimSessi
     end = session.ends.text if finished else None
     fields: list[tuple[str, object]] = [
         ("IsRetry", session.retry),
-        ("JobUid", f"urn:veeam:Job:{job_guid}"),
+        ("JobUid", session.job_uid),
         ("JobName", plan.name),
         ("JobType", plan.job_type),
         ("CreationTimeUTC", session.created.text),
@@ -603,6 +697,46 @@ def _session_entity(renderer: Renderer, dataset: VeeamDataset, session: SimSessi
         "UID": session.uid,
     }
     return Entity("BackupJobSession", attributes, links, fields)
+
+
+def _schedule_options(plan: JobPlan) -> dict[str, Any]:
+    retry = {"RetrySpecified": plan.retries, "RetryTimes": 3, "RetryTimeout": 10}
+    if plan.period >= timedelta(days=1):
+        time_of_day = (datetime.min + plan.offset % timedelta(days=1)).strftime("%H:%M:%S")
+        return {"RetryOptions": retry, "OptionsDaily": {"Enabled": True, "Kind": "Everyday", "Time": time_of_day}}
+    hours = plan.period // timedelta(hours=1)
+    return {"RetryOptions": retry, "OptionsPeriodically": {"Enabled": True, "Kind": "Hours", "FullPeriod": hours}}
+
+
+def _job_entity(renderer: Renderer, dataset: VeeamDataset, job: SimJob) -> Entity:
+    base = renderer.base
+    plan = job.plan
+    server = dataset.servers[plan.server]
+    guid = job.uid.rsplit(":", 1)[1]
+    links = [
+        Link("Up", f"{base}/backupServers/{dataset.server_uids[server.key]}", "BackupServerReference", server.name),
+        Link("Alternate", f"{base}/jobs/{guid}", "JobReference", plan.name),
+        Link("Down", f"{base}/jobs/{guid}/includes", "ObjectInJobReferenceList"),
+        Link("Down", f"{base}/jobs/{guid}/backupSessions", "BackupJobSessionReferenceList"),
+        Link("Start", f"{base}/jobs/{guid}?action=start"),
+        Link("ToggleScheduleEnabled", f"{base}/jobs/{guid}?action=toggleScheduleEnabled"),
+    ]
+    attributes = {
+        "Href": f"{base}/jobs/{guid}?format=Entity",
+        "Type": "Job",
+        "Name": plan.name,
+        "UID": job.uid,
+    }
+    fields: list[tuple[str, object]] = [
+        ("JobType", plan.job_type),
+        ("Platform", plan.platform),
+        ("Description", "Created by LAB\\veeam-admin."),
+        ("ScheduleConfigured", True),
+        ("ScheduleEnabled", plan.schedule_enabled),
+        ("NextRun", None if job.next_run is None else _stamp(job.next_run, 0).text),
+        ("JobScheduleOptions", _schedule_options(plan)),
+    ]
+    return Entity("Job", attributes, links, fields)
 
 
 def _repository_entity(renderer: Renderer, dataset: VeeamDataset, repository: SimRepository) -> Entity:
@@ -655,6 +789,7 @@ _SESSION_FIELDS: Mapping[str, FieldSpec] = {
     "name": FieldSpec("text", lambda s, now: s.name),
     "jobtype": FieldSpec("text", lambda s, now: s.plan.job_type),
     "jobname": FieldSpec("text", lambda s, now: s.plan.name),
+    "jobuid": FieldSpec("text", lambda s, now: s.job_uid),
     "creationtime": FieldSpec("time", lambda s, now: s.created.value),
     "endtime": FieldSpec("time", lambda s, now: s.ends.value if s.finished(now) else None),
     "state": FieldSpec("enum", lambda s, now: s.state(now), STATES),
@@ -662,6 +797,16 @@ _SESSION_FIELDS: Mapping[str, FieldSpec] = {
     "result": FieldSpec("enum", lambda s, now: s.result(now), ("None", *RESULTS)),
     "isretry": FieldSpec("text", lambda s, now: str(s.retry).lower()),
     "backupservername": FieldSpec("text", lambda s, now: SERVER_NAMES[s.plan.server]),
+}
+_JOB_FIELDS: Mapping[str, FieldSpec] = {
+    "uid": FieldSpec("text", lambda j, now: j.uid),
+    "name": FieldSpec("text", lambda j, now: j.plan.name),
+    "jobtype": FieldSpec("text", lambda j, now: j.plan.job_type),
+    "platform": FieldSpec("text", lambda j, now: j.plan.platform),
+    "scheduleconfigured": FieldSpec("text", lambda j, now: "true"),
+    "scheduleenabled": FieldSpec("text", lambda j, now: str(j.plan.schedule_enabled).lower()),
+    "nextrun": FieldSpec("time", lambda j, now: j.next_run),
+    "backupservername": FieldSpec("text", lambda j, now: SERVER_NAMES[j.plan.server]),
 }
 _REPOSITORY_FIELDS: Mapping[str, FieldSpec] = {
     "uid": FieldSpec("text", lambda r, now: r.uid),
@@ -910,6 +1055,9 @@ async def _get_query(request: web.Request) -> web.Response:
         if kind == "backupjobsession":
             rows = _select(request, dataset.sessions(now), _SESSION_FIELDS, now)
             plural = "BackupJobSessions"
+        elif kind == "job":
+            rows = _select(request, dataset.jobs(now), _JOB_FIELDS, now)
+            plural = "Jobs"
         elif kind == "repository":
             rows = _select(request, dataset.repositories(now), _REPOSITORY_FIELDS, now)
             plural = "Repositories"
@@ -923,6 +1071,8 @@ async def _get_query(request: web.Request) -> web.Response:
     shown = rows[(page - 1) * size : page * size]
     if plural == "Repositories":
         entities = [_repository_entity(renderer, dataset, row) for row in shown]
+    elif plural == "Jobs":
+        entities = [_job_entity(renderer, dataset, row) for row in shown]
     else:
         entities = [_session_entity(renderer, dataset, row, now) for row in shown]
     return _query_result(renderer, plural, entities, answer_format == "refs", page, count, size)
@@ -1060,22 +1210,12 @@ def _session_middleware() -> Middleware:
 # --- control -----------------------------------------------------------------------
 
 
-async def _control_json(request: web.Request) -> Mapping[str, Any]:
-    try:
-        payload = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text="body must be JSON\n") from None
-    if not isinstance(payload, dict):
-        raise web.HTTPBadRequest(text="body must be a JSON object\n")
-    return payload
-
-
 async def _get_expire(request: web.Request) -> web.Response:
     return web.json_response({"after": request.app[STATE].expire_after})
 
 
 async def _post_expire(request: web.Request) -> web.Response:
-    payload = await _control_json(request)
+    payload = await control_json(request)
     after = payload.get("after")
     if set(payload) != {"after"} or not (
         after is None or (isinstance(after, int) and not isinstance(after, bool) and after >= 1)
@@ -1105,7 +1245,7 @@ async def _get_paging(request: web.Request) -> web.Response:
 
 
 async def _post_paging(request: web.Request) -> web.Response:
-    payload = await _control_json(request)
+    payload = await control_json(request)
     ignore_page = payload.get("ignore_page")
     if set(payload) != {"ignore_page"} or not isinstance(ignore_page, bool):
         raise web.HTTPBadRequest(text='give {"ignore_page": true|false}\n')

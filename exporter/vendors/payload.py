@@ -7,7 +7,7 @@ never body text (a body may hold anything, including an echoed credential).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from xml.parsers.expat import ExpatError
 
@@ -42,18 +42,28 @@ def load_json(body: bytes | str, what: str) -> Any:
         raise ParseError(f"{what}: malformed JSON ({short(str(exc), 60)})") from None
 
 
-def load_xml(body: bytes | str, what: str, *, force_list: Sequence[str] = ()) -> dict[str, Any]:
+def load_xml(
+    body: bytes | str,
+    what: str,
+    *,
+    force_list: Sequence[str] = (),
+    namespaces: Mapping[str, str | None] | None = None,
+) -> dict[str, Any]:
     """The document as xmltodict builds it: {root name: content}.
 
     Entities stay forbidden (xmltodict 1.0's default, passed explicitly so a
     library change cannot undo it): a DTD with `<!ENTITY>` fails at once
     instead of expanding into a billion laughs or reading a local file.
     `force_list` names every element that may repeat, so one child still
-    comes back as a list.
+    comes back as a list. `namespaces` maps namespace URIs to prefixes (None
+    strips one); elements of other namespaces keep theirs and so match nothing.
     """
+    options: dict[str, Any] = {"force_list": tuple(force_list), "disable_entities": True}
+    if namespaces is not None:
+        options |= {"process_namespaces": True, "namespaces": dict(namespaces)}
     try:
-        doc = xmltodict.parse(body, force_list=tuple(force_list), disable_entities=True)
-    except (ExpatError, ValueError, TypeError, UnicodeError) as exc:
+        doc = xmltodict.parse(body, **options)
+    except (ExpatError, ValueError, TypeError, UnicodeError, RecursionError) as exc:
         raise ParseError(f"{what}: malformed XML ({short(str(exc))})") from None
     if not isinstance(doc, dict) or not doc:
         raise ParseError(f"{what}: no root element")

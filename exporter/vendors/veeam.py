@@ -1,18 +1,21 @@
 """Veeam Backup Enterprise Manager: the client (REST API on :9398/api, XML or
 JSON, session logon) and the pure parsers.
 
-Calls per collection, each paged with `pageSize`/`page` and sorted by
-creation time:
+Calls per collection, each paged with `pageSize`/`page` and sorted:
 
 1. `GET /api/query?type=BackupJobSession&format=Entities&filter=State!=Stopped`:
    every session still in progress, however old;
 2. `GET /api/query?type=BackupJobSession&format=Entities&filter=CreationTime>="T"`
    with T the older of `since` and the oldest session in progress: finished
    runs since the watermark, and the sessions of (1) again, finished or not;
-3. `GET /api/query?type=Repository&format=Entities`: capacity and free space.
+3. `GET /api/query?type=Job&format=Entities`: the job inventory of every
+   backup server, so that a job with no session in the window (new, weekly,
+   or never succeeding) still has its series and its RPO alert; asked after
+   the sessions, so that the job of every session found already exists;
+4. `GET /api/query?type=Repository&format=Entities`: capacity and free space.
 
-Requests per poll: L + P(active) + P(since) + P(repositories), where P(n) =
-max(1, ceil(n / page_size)) with page_size 100, and L is one
+Requests per poll: L + P(jobs) + P(active) + P(since) + P(repositories),
+where P(n) = max(1, ceil(n / page_size)) with page_size 100, and L is one
 `POST /api/sessionMngr/?v=latest` when there is no live session plus at most
 one more per request answered 401 (sessions expire after 15 idle minutes,
 also in the middle of paging). HttpClient adds at most 3 retries per request.
@@ -20,10 +23,46 @@ Paging stops with a ParseError past `max_pages` (1000) pages per query, and
 when the server repeats a page (a page number other than the one asked for,
 or a page of rows all seen before).
 
-Paging is by page number over a result sorted by ascending CreationTime, so
+Sessions are paged over a result sorted by ascending CreationTime, so
 sessions created while we page only append to the end: nothing shifts, and
 re-logon in the middle of paging loses or repeats no session (the retried
-request asks for the same page again).
+request asks for the same page again). Jobs have no creation time to sort
+on (they are sorted by Name): a job deleted while more than one page of
+jobs is being read can make that one poll miss another job, whose sessions
+then count as those of an unlisted job (below), and whose twin of the same
+name, if it has one, goes by its plain name for that poll.
+
+Job names (SPEC section 5 says job_name is JobName): Enterprise Manager
+collects several backup servers, and Veeam names every new job "Backup Job
+1", so two servers' jobs often share a name. Their runs must not share one
+job series, where one server's failure hides behind the other's later
+success. So job_name is the JobName where no other backup server has a job
+of that name, and "JobName (backup server)" for every job of a name found on
+more than one backup server (on one server, job names are unique). The rule
+is applied to the complete job inventory of each poll, never to the
+sessions a poll happens to see, so a name does not change from poll to poll
+nor across restarts; it changes only when the inventory does (a second
+server gets a job of that name, which is logged as a warning once, or the
+last twin goes away). A session is attributed to its inventory job by
+JobUid, and takes that job's name (after a rename, the job's older sessions
+follow it). A session whose job is not in the inventory (a deleted job's,
+whose history Enterprise Manager keeps) still counts, named by the same rule
+over the inventory and the other such sessions of the poll. A backup server
+without a name (no BackupServerReference link) is told apart by the job's
+UID instead. job_type is JobType in snake_case, a run's from its session
+(child sessions such as ImmediateBackupCopyWorker keep series of their own,
+as before) and a job's from the inventory. Replication jobs (JobType Replica)
+are left out of the inventory: their runs are ReplicaJobSessions, which are
+not collected, so they would look like jobs that never ran.
+
+backup_job_info: `backup_server` (the BackupServerReference link's name),
+and `schedule_enabled` ("true"/"false", the inventory's ScheduleEnabled) for
+jobs in the inventory. A disabled job (Veeam's "Disable", which keeps the
+job but stops its schedule) keeps its series and would breach its RPO; alert
+rules that should ignore disabled jobs join on it:
+
+    (time() - backup_job_last_success_timestamp_seconds > backup_job_rpo_seconds)
+      unless on (target, job_name, job_type) backup_job_info{schedule_enabled="false"}
 
 Status (SPEC section 5, case-insensitive): State Stopped with Result Success,
 Warning, Failed gives success, warning, failed; Stopped with Result None (or
@@ -44,20 +83,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import math
 import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import quote
-from xml.parsers.expat import ExpatError
-
-import xmltodict
 
 from exporter.model import Collection, JobKey, Repository, Run, Status
 from exporter.timeutil import format_timestamp, parse_timestamp
@@ -68,6 +103,7 @@ from exporter.vendors.base import (
     TargetConfigError,
     VendorSpec,
 )
+from exporter.vendors.payload import load_json, load_xml, short
 
 if TYPE_CHECKING:
     from exporter.config import Secret, TargetConfig
@@ -83,12 +119,16 @@ DEFAULT_FORMAT = "xml"
 IDLE_LOGON_SECONDS = 14 * 60
 
 # Every element that may repeat, so that one child still comes back as a list.
-_FORCE_LIST = ("BackupJobSession", "Repository", "Link", "Ref")
+_FORCE_LIST = ("BackupJobSession", "Job", "Repository", "Link", "Ref")
 # A SessionId ends up in the logout URL path: refuse anything but a GUID-like id.
 _SESSION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _RESULTS: Mapping[str, Status] = {"success": Status.SUCCESS, "warning": Status.WARNING, "failed": Status.FAILED}
 _BOM = "\ufeff"
+# Job types (snake_case) whose runs are not BackupJobSessions: replication
+# runs are ReplicaJobSessions. Kept out of the inventory, or they would look
+# like jobs that never ran.
+_SESSIONLESS_JOB_TYPES = frozenset({"replica"})
 
 T = TypeVar("T")
 
@@ -107,10 +147,23 @@ class Paging:
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A BackupJobSession: the run, and the backup server that ran it."""
+    """A BackupJobSession: the run (named by its JobName), the backup server
+    that ran it, and the UID of its job."""
 
     run: Run
     backup_server: str | None
+    job_uid: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobEntity:
+    """A Job of the inventory (`query?type=Job`)."""
+
+    uid: str
+    name: str
+    job_type: str  # snake_case
+    backup_server: str | None
+    schedule_enabled: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,14 +182,15 @@ class SessionPage:
 
 
 @dataclass(frozen=True, slots=True)
-class RepositoryPage:
-    repositories: tuple[RepositoryEntity, ...]
+class JobPage:
+    jobs: tuple[JobEntity, ...]
     paging: Paging
 
 
-def _short(text: str, limit: int = 80) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+@dataclass(frozen=True, slots=True)
+class RepositoryPage:
+    repositories: tuple[RepositoryEntity, ...]
+    paging: Paging
 
 
 def _load(body: bytes | str, root: str, what: str) -> dict[str, Any]:
@@ -159,39 +213,24 @@ def _load(body: bytes | str, root: str, what: str) -> dict[str, Any]:
         return _load_json(text, what)
     if not text:
         raise ParseError(f"{what}: empty body")
-    raise ParseError(f"{what}: neither XML nor JSON ({_short(text, 40)!r})")
+    raise ParseError(f"{what}: neither XML nor JSON ({short(text, 40)!r})")
 
 
 def _load_xml(text: str, root: str, what: str) -> dict[str, Any]:
-    # Entities stay forbidden (xmltodict's default): a DTD with <!ENTITY>
-    # fails at once instead of expanding into a billion laughs. The Veeam
-    # namespace is stripped; elements of any other namespace keep theirs and
-    # so match nothing.
-    try:
-        doc = xmltodict.parse(
-            text,
-            process_namespaces=True,
-            namespaces={NAMESPACE: None},
-            force_list=_FORCE_LIST,
-            disable_entities=True,
-        )
-    except (ExpatError, ValueError, TypeError, UnicodeError, RecursionError) as exc:
-        raise ParseError(f"{what}: malformed XML ({_short(str(exc))})") from None
-    found = next(iter(doc), None) if isinstance(doc, dict) else None
+    # The Veeam namespace is stripped; other namespaces match nothing.
+    doc = load_xml(text, what, force_list=_FORCE_LIST, namespaces={NAMESPACE: None})
+    found = next(iter(doc))
     if found == "Error":
         raise ParseError(
             f"{what}: the server answered with an error: {_error_message(_fold(doc['Error'], what), what)}"
         )
     if found != root:
-        raise ParseError(f"{what}: expected <{root}>, got <{_short(str(found), 60)}>")
+        raise ParseError(f"{what}: expected <{root}>, got <{short(str(found), 60)}>")
     return _fold(doc[root], what)
 
 
 def _load_json(text: str, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise ParseError(f"{what}: malformed JSON ({_short(str(exc))})") from None
+    doc = load_json(text, what)
     if not isinstance(doc, dict):
         raise ParseError(f"{what}: expected a JSON object, got {type(doc).__name__}")
     folded = _fold(doc, what)
@@ -201,7 +240,7 @@ def _load_json(text: str, what: str) -> dict[str, Any]:
 
 
 def _error_message(error: Mapping[str, Any], what: str) -> str:
-    return _short(_text(error, "message", what) or "(no message)", 120)
+    return short(_text(error, "message", what) or "(no message)", 120)
 
 
 def _fold(node: Any, what: str) -> dict[str, Any]:
@@ -211,7 +250,7 @@ def _fold(node: Any, what: str) -> dict[str, Any]:
     if node is None:
         return {}
     if not isinstance(node, dict):
-        raise ParseError(f"{what}: expected an object, got {_short(repr(node), 40)}")
+        raise ParseError(f"{what}: expected an object, got {short(repr(node), 40)}")
     folded: dict[str, Any] = {}
     for key, value in node.items():
         name = str(key).removeprefix("@").lower()
@@ -254,7 +293,7 @@ def _integer(node: Mapping[str, Any], key: str, what: str) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise ParseError(f"{what}: {key} is {_short(text, 40)!r}, not an integer") from None
+        raise ParseError(f"{what}: {key} is {short(text, 40)!r}, not an integer") from None
 
 
 def _number(node: Mapping[str, Any], key: str, what: str) -> float | None:
@@ -264,10 +303,23 @@ def _number(node: Mapping[str, Any], key: str, what: str) -> float | None:
     try:
         number = float(text)
     except ValueError:
-        raise ParseError(f"{what}: {key} is {_short(text, 40)!r}, not a number") from None
+        raise ParseError(f"{what}: {key} is {short(text, 40)!r}, not a number") from None
     if not math.isfinite(number):
-        raise ParseError(f"{what}: {key} is {_short(text, 40)!r}")
+        raise ParseError(f"{what}: {key} is {short(text, 40)!r}")
     return number
+
+
+def _boolean(node: Mapping[str, Any], key: str, what: str) -> bool | None:
+    """JSON true/false, or XML text "true"/"false" in any case."""
+    value = node.get(key)
+    if isinstance(value, bool):
+        return value
+    text = _text(node, key, what)
+    if text is None:
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise ParseError(f"{what}: {key} is {short(text, 40)!r}, not a boolean")
 
 
 def _timestamp(node: Mapping[str, Any], key: str, what: str) -> datetime | None:
@@ -277,7 +329,7 @@ def _timestamp(node: Mapping[str, Any], key: str, what: str) -> datetime | None:
     try:
         return parse_timestamp(text)
     except ValueError:
-        raise ParseError(f"{what}: {key} is {_short(text, 40)!r}, not a timestamp") from None
+        raise ParseError(f"{what}: {key} is {short(text, 40)!r}, not a timestamp") from None
 
 
 def _list(value: Any, what: str) -> list[dict[str, Any]]:
@@ -309,7 +361,7 @@ def _entities(root: Mapping[str, Any], plural: str, singular: str, what: str) ->
         # with content means the server answered another query.
         other = next((key for key, value in entities.items() if value not in (None, {}, [], "")), None)
         if other is not None:
-            raise ParseError(f"{what}: expected {plural}, got {_short(other, 40)}")
+            raise ParseError(f"{what}: expected {plural}, got {short(other, 40)}")
     return _collection(entities, plural, singular, what)
 
 
@@ -370,7 +422,7 @@ def _session(node: Mapping[str, Any]) -> Session:
     uid = _text(node, "uid", "veeam session")
     if uid is None:
         raise ParseError("veeam session: BackupJobSession without UID")
-    what = f"veeam session {_short(uid, 80)}"
+    what = f"veeam session {short(uid, 80)}"
     job_name = _required(_text(node, "jobname", what), "JobName", what)
     job_type = _required(_text(node, "jobtype", what), "JobType", what)
     state = _required(_text(node, "state", what), "State", what)
@@ -383,7 +435,7 @@ def _session(node: Mapping[str, Any]) -> Session:
         end = None
     reason = _text(node, "failuremessage", what)
     if status is Status.FAILED and result is not None and result.lower() not in _RESULTS:
-        reason = reason or f"unrecognised session result {_short(result, 40)!r}"
+        reason = reason or f"unrecognised session result {short(result, 40)!r}"
     progress = _number(node, "progress", what)
     run = Run(
         run_id=uid,
@@ -395,7 +447,7 @@ def _session(node: Mapping[str, Any]) -> Session:
         progress=None if progress is None else min(1.0, max(0.0, progress / 100)),
         reason=reason,
     )
-    return Session(run=run, backup_server=_backup_server(node, what))
+    return Session(run=run, backup_server=_backup_server(node, what), job_uid=_text(node, "jobuid", what))
 
 
 def parse_sessions(body: bytes | str) -> SessionPage:
@@ -406,13 +458,37 @@ def parse_sessions(body: bytes | str) -> SessionPage:
     return SessionPage(sessions=tuple(_session(item) for item in items), paging=_paging(root, what))
 
 
+def _job(node: Mapping[str, Any]) -> JobEntity:
+    what = "veeam job"
+    uid = _text(node, "uid", what)
+    name = _text(node, "name", what)
+    if uid is None or name is None:
+        raise ParseError(f"{what}: Job without UID or Name")
+    what = f"veeam job {short(name, 60)!r}"
+    return JobEntity(
+        uid=uid,
+        name=name,
+        job_type=job_type_of(_required(_text(node, "jobtype", what), "JobType", what)),
+        backup_server=_backup_server(node, what),
+        schedule_enabled=_boolean(node, "scheduleenabled", what),
+    )
+
+
+def parse_jobs(body: bytes | str) -> JobPage:
+    """The jobs and the paging of a `query?type=Job&format=Entities` answer."""
+    what = "veeam jobs"
+    root = _load(body, "QueryResult", what)
+    items = _entities(root, "Jobs", "Job", what)
+    return JobPage(jobs=tuple(_job(item) for item in items), paging=_paging(root, what))
+
+
 def _repository(node: Mapping[str, Any]) -> RepositoryEntity:
     what = "veeam repository"
     uid = _text(node, "uid", what)
     name = _text(node, "name", what)
     if uid is None or name is None:
         raise ParseError(f"{what}: Repository without UID or Name")
-    what = f"veeam repository {_short(name, 60)!r}"
+    what = f"veeam repository {short(name, 60)!r}"
 
     def known(key: str) -> int | None:
         # -1 (or any negative figure) means unknown: S3, snapshot repositories.
@@ -441,7 +517,7 @@ def parse_logon_session(body: bytes | str) -> str:
     what = "veeam logon session"
     session_id = _text(_load(body, "LogonSession", what), "sessionid", what)
     if session_id is None or not _SESSION_ID.match(session_id):
-        raise ParseError(f"{what}: missing or invalid SessionId ({_short(str(session_id), 40)!r})")
+        raise ParseError(f"{what}: missing or invalid SessionId ({short(str(session_id), 40)!r})")
     return session_id
 
 
@@ -462,6 +538,117 @@ def repositories_of(entities: Iterable[RepositoryEntity]) -> list[Repository]:
             name = f"{name} ({row.backup_server if unique_server else row.uid})"
         result.append(Repository(name=name, capacity_bytes=row.capacity_bytes, free_bytes=row.free_bytes))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    """Runs under their job names, and every job, from one poll's job
+    inventory and sessions (see "Job names" in the module docstring)."""
+
+    runs: tuple[Run, ...]
+    jobs: tuple[JobKey, ...]
+    job_info: Mapping[JobKey, Mapping[str, str]]
+    # JobNames of the inventory found on more than one backup server, with
+    # those servers (None: a server without a name).
+    colliding: Mapping[str, frozenset[str | None]]
+    # Jobs of the inventory (replication jobs left out).
+    listed_jobs: int
+    # Sessions whose job is not in the inventory (deleted, or missed).
+    unlisted_runs: int
+
+
+def _uid_key(uid: str) -> str:
+    """What identifies a job in a UID: the GUID of `urn:veeam:Job:<guid>`,
+    in any case (a session's JobUid and the job's UID are one job)."""
+    return uid.rsplit(":", 1)[-1].strip().lower()
+
+
+def _servers_by_name(pairs: Iterable[tuple[str, str | None]]) -> dict[str, set[str | None]]:
+    servers: dict[str, set[str | None]] = {}
+    for name, server in pairs:
+        servers.setdefault(name, set()).add(server)
+    return servers
+
+
+def _job_name(name: str, server: str | None, uid: str | None, servers: set[str | None]) -> str:
+    """JobName, or "JobName (backup server)" where `servers` (those with a job
+    of that name) holds more than one; a server without a name is told apart
+    by the job's UID, failing that not at all."""
+    if len(servers) <= 1:
+        return name
+    qualifier = server if server is not None else uid
+    return name if qualifier is None else f"{name} ({qualifier})"
+
+
+def attribute_sessions(jobs: Iterable[JobEntity], sessions: Iterable[Session]) -> Attribution:
+    """Names every job of the inventory and every session's run by the job
+    name rule, and gathers the jobs' backup_job_info. Pure."""
+    inventory = {_uid_key(job.uid): job for job in jobs if job.job_type not in _SESSIONLESS_JOB_TYPES}
+    listed_servers = _servers_by_name((job.name, job.backup_server) for job in inventory.values())
+    names = {
+        key: _job_name(job.name, job.backup_server, job.uid, listed_servers[job.name]) for key, job in inventory.items()
+    }
+    listed: list[tuple[Session, JobEntity]] = []
+    unlisted: list[Session] = []
+    for session in sessions:
+        job = inventory.get(_uid_key(session.job_uid)) if session.job_uid else None
+        if job is None:
+            unlisted.append(session)
+        else:
+            listed.append((session, job))
+    # Unlisted sessions are named over the inventory and each other; the
+    # inventory's names never depend on them.
+    all_servers = _servers_by_name(
+        [
+            *((job.name, job.backup_server) for job in inventory.values()),
+            *((s.run.job.job_name, s.backup_server) for s in unlisted),
+        ]
+    )
+
+    servers: dict[JobKey, set[str]] = {}
+    enabled: dict[JobKey, set[bool]] = {}
+
+    def describe(key: JobKey, server: str | None, schedule_enabled: bool | None) -> None:
+        found = servers.setdefault(key, set())
+        if server is not None:
+            found.add(server)
+        if schedule_enabled is not None:
+            enabled.setdefault(key, set()).add(schedule_enabled)
+
+    for key, job in inventory.items():
+        describe(JobKey(names[key], job.job_type), job.backup_server, job.schedule_enabled)
+    runs: list[Run] = []
+    for session, job in listed:
+        run = replace(session.run, job=JobKey(names[_uid_key(job.uid)], session.run.job.job_type))
+        describe(run.job, job.backup_server or session.backup_server, job.schedule_enabled)
+        runs.append(run)
+    for session in unlisted:
+        name = session.run.job.job_name
+        qualified = _job_name(name, session.backup_server, session.job_uid, all_servers[name])
+        run = replace(session.run, job=JobKey(qualified, session.run.job.job_type))
+        describe(run.job, session.backup_server, None)
+        runs.append(run)
+
+    job_info: dict[JobKey, dict[str, str]] = {}
+    for job_key, found in servers.items():
+        info: dict[str, str] = {}
+        if found:
+            # Several only where one server has two jobs of one name and type.
+            info["backup_server"] = ",".join(sorted(found))
+        if job_key in enabled:
+            # Enabled where any job of the key is: an alert rule that leaves
+            # out disabled jobs must never leave out a scheduled one.
+            info["schedule_enabled"] = "true" if True in enabled[job_key] else "false"
+        if info:
+            job_info[job_key] = info
+    return Attribution(
+        runs=tuple(runs),
+        jobs=tuple(sorted(servers)),
+        job_info=job_info,
+        colliding={name: frozenset(found) for name, found in listed_servers.items() if len(found) > 1},
+        listed_jobs=len(inventory),
+        unlisted_runs=len(unlisted),
+    )
 
 
 # --- requests ------------------------------------------------------------------
@@ -571,6 +758,7 @@ class _Tally:
 
     requests: int = 0
     session_pages: int = 0
+    job_pages: int = 0
     repository_pages: int = 0
 
 
@@ -597,14 +785,15 @@ class VeeamClient:
         self._page_size = page_size or self.page_size
         self._auth = _SessionAuth(target.username, target.password, self._api, self._accept, monotonic)
         http.auth = self._auth
-        self._shared_names_logged: set[str] = set()
+        # JobNames found on several backup servers at the last poll.
+        self._colliding: frozenset[str] = frozenset()
 
     async def close(self) -> None:
         await self._auth.logout(self._http)
 
     async def collect(self, since: datetime, now: datetime) -> Collection:
         if self._format not in FORMATS:
-            raise TargetConfigError(f"format must be one of {', '.join(FORMATS)}, got {_short(self._format, 20)!r}")
+            raise TargetConfigError(f"format must be one of {', '.join(FORMATS)}, got {short(self._format, 20)!r}")
         tally = _Tally()
         logons_before = self._auth.logons
         # In progress first: one that finishes before the second query is then
@@ -614,47 +803,55 @@ class VeeamClient:
         recent = await self._sessions(tally, f'CreationTime>="{format_timestamp(lower)}"')
         sessions = {s.run.run_id: s for s in active}
         sessions.update((s.run.run_id, s) for s in recent)
+        jobs = await self._jobs(tally)
         repositories = await self._repositories(tally)
 
-        runs = tuple(s.run for s in sessions.values())
-        job_info = self._job_info(sessions.values())
+        attribution = attribute_sessions(jobs, sessions.values())
+        self._log_collisions(attribution.colliding)
+        runs = attribution.runs
         servers = {s.backup_server for s in sessions.values() if s.backup_server is not None}
+        servers.update(job.backup_server for job in jobs if job.backup_server is not None)
         return Collection(
             runs=runs,
-            jobs=tuple(sorted({run.job for run in runs})),
+            jobs=attribution.jobs,
             repositories=tuple(repositories),
-            job_info=job_info,
+            job_info=attribution.job_info,
             summary={
                 "requests": tally.requests,
                 "logons": self._auth.logons - logons_before,
                 "session_pages": tally.session_pages,
+                "job_pages": tally.job_pages,
                 "repository_pages": tally.repository_pages,
                 "runs": len(runs),
                 "running": sum(1 for run in runs if not run.status.finished),
+                "listed_jobs": attribution.listed_jobs,
+                "unlisted_job_runs": attribution.unlisted_runs,
                 "backup_servers": len(servers),
                 "repositories": len(repositories),
             },
         )
 
-    def _job_info(self, sessions: Iterable[Session]) -> dict[JobKey, dict[str, str]]:
-        """backup_job_info's backup_server. Jobs of one name on several backup
-        servers share one job series (job_name is JobName, SPEC section 5);
-        their label lists every server, and a warning says so once."""
-        servers: dict[JobKey, set[str]] = {}
-        for session in sessions:
-            names = servers.setdefault(session.run.job, set())
-            if session.backup_server is not None:
-                names.add(session.backup_server)
-        shared = sorted({key.job_name for key, names in servers.items() if len(names) > 1})
-        new = [name for name in shared if name not in self._shared_names_logged]
-        if new:
+    def _log_collisions(self, colliding: Mapping[str, frozenset[str | None]]) -> None:
+        """A warning once per JobName newly found on several backup servers:
+        its jobs get new names, and the series of the old one stops."""
+        for name in sorted(set(colliding) - self._colliding):
             log.warning(
-                "target %s: jobs of the same name on several backup servers are merged into one job: %s",
+                "target %s: jobs named %r exist on several backup servers (%s): each is collected as "
+                "%r from now on, and a series named %r from before stops updating",
                 self._target.name,
-                ", ".join(repr(name) for name in new),
+                name,
+                ", ".join(sorted(server or "(unnamed)" for server in colliding[name])),
+                f"{name} (<backup server>)",
+                name,
             )
-            self._shared_names_logged.update(new)
-        return {key: {"backup_server": ",".join(sorted(names))} for key, names in servers.items() if names}
+        for name in sorted(self._colliding - set(colliding)):
+            log.info(
+                "target %s: jobs named %r are no longer on several backup servers: collected as %r again",
+                self._target.name,
+                name,
+                name,
+            )
+        self._colliding = frozenset(colliding)
 
     async def _query(self, tally: _Tally, kind: str, filter_: str | None, sort: str, page: int) -> Response:
         path = _query_path(self._api, kind, filter_=filter_, sort=sort, page_size=self._page_size, page=page)
@@ -664,7 +861,7 @@ class VeeamClient:
         # A proxy's login page or an HTML error page answers 200 as well.
         if content_type and "xml" not in content_type and "json" not in content_type:
             where = f"{self._http.url(self._api + 'query').path}?type={kind}"
-            raise ParseError(f"GET {where}: expected XML or JSON, got Content-Type {_short(content_type, 60)!r}")
+            raise ParseError(f"GET {where}: expected XML or JSON, got Content-Type {short(content_type, 60)!r}")
         return response
 
     async def _sessions(self, tally: _Tally, filter_: str) -> list[Session]:
@@ -675,6 +872,15 @@ class VeeamClient:
             return result.sessions, result.paging
 
         return await self._all_pages("BackupJobSession", page, lambda s: s.run.run_id)
+
+    async def _jobs(self, tally: _Tally) -> list[JobEntity]:
+        async def page(number: int) -> tuple[Sequence[JobEntity], Paging]:
+            response = await self._query(tally, "Job", None, "Name", number)
+            tally.job_pages += 1
+            result = parse_jobs(response.body)
+            return result.jobs, result.paging
+
+        return await self._all_pages("Job", page, lambda j: j.uid)
 
     async def _repositories(self, tally: _Tally) -> list[Repository]:
         async def page(number: int) -> tuple[Sequence[RepositoryEntity], Paging]:
@@ -721,5 +927,5 @@ SPEC = VendorSpec(
     required=("username", "password"),
     defaults={"format": DEFAULT_FORMAT},
     choices={"format": tuple(FORMATS)},
-    info_labels=("backup_server",),
+    info_labels=("backup_server", "schedule_enabled"),
 )
