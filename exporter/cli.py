@@ -45,6 +45,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics", help="path of the metrics")
     parser.add_argument("--storage.path", dest="storage_path", default="data/", help="directory of the state database")
+    parser.add_argument(
+        "--shard.index", dest="shard_index", type=int, default=0, help="this replica's shard, 0..count-1"
+    )
+    parser.add_argument(
+        "--shard.count",
+        dest="shard_count",
+        type=int,
+        default=1,
+        help="replicas sharing the targets (by a stable hash of their names)",
+    )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=sorted(LEVELS))
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
     parser.add_argument(
@@ -85,11 +95,22 @@ async def _main(args: argparse.Namespace, redacting: RedactingFilter) -> int:
     def on_config(config: Config) -> None:
         redacting.redact = Redactor(config.secrets())
 
+    if args.shard_count < 1 or not 0 <= args.shard_index < args.shard_count:
+        print(
+            f"backup-exporter: --shard.index must be in 0..{max(args.shard_count, 1) - 1} "
+            f"and --shard.count at least 1 (got {args.shard_index} of {args.shard_count})",
+            file=sys.stderr,
+        )
+        return 1
+
+    def sharded(load: Callable[[], Config]) -> Callable[[], Config]:
+        return lambda: load().shard(args.shard_index, args.shard_count)
+
     if args.demo:
         from exporter.demo import DemoSimulators
 
         async with DemoSimulators() as demo:
-            return await _run_mode(args, demo.config, on_config)
+            return await _run_mode(args, sharded(demo.config), on_config)
 
     config_path = Path(args.config_file)
     if not config_path.exists():  # noqa: ASYNC240 - once, before anything runs
@@ -103,7 +124,7 @@ async def _main(args: argparse.Namespace, redacting: RedactingFilter) -> int:
 
     if warning := warn_world_readable(config_path):
         log.warning(warning)
-    return await _run_mode(args, lambda: load_config(config_path), on_config)
+    return await _run_mode(args, sharded(lambda: load_config(config_path)), on_config)
 
 
 async def _run_mode(args: argparse.Namespace, load: Callable[[], Config], on_config: Callable[[Config], None]) -> int:
@@ -172,6 +193,7 @@ async def _serve(
             "address": args.listen_address,
             "version": __version__,
             "targets": len(config.targets),
+            "shard": f"{args.shard_index}/{args.shard_count}",
             "tls": bool(web_config and web_config.ssl_context),
             "basic_auth": bool(web_config and web_config.users),
         },

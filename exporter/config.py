@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -139,9 +141,27 @@ class Config:
     def secrets(self) -> list[str]:
         return [s for t in self.targets for s in t.secrets()]
 
+    def shard(self, index: int, count: int) -> Config:
+        """The targets this replica collects out of `count` (SPEC 8).
+
+        A target's shard is a stable hash of its name (not Python's hash(),
+        which differs per process), so every replica agrees without talking
+        to the others and a target moves only when `count` changes.
+        """
+        if count == 1:
+            return self
+        targets = tuple(t for t in self.targets if shard_of(t.name, count) == index)
+        return dataclasses.replace(self, targets=targets)
+
     def describe(self) -> list[str]:
         """One line per target, what `--check-config` prints; secrets show as <secret>."""
         return [_describe_target(target) for target in self.targets]
+
+
+def shard_of(name: str, count: int) -> int:
+    """The shard (0..count-1) a target name belongs to."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % count
 
 
 class ConfigError(Exception):
