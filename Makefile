@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LISTEN ?= :9977
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit bench deps promtool clean
+.PHONY: run test lint unit bench deps tools clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,12 +21,16 @@ deps: $(STAMP)
 run: $(STAMP)
 	$(BIN)/backup-exporter --demo --web.listen-address=$(LISTEN) --storage.path=data/demo
 
-## promtool: Debian's prometheus package (promtool, and prometheus for the e2e tests)
-promtool:
-	@if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "promtool missing: run as root or apt-get install prometheus" >&2; exit 1; fi; \
+## tools: Debian packages the tests run for real: prometheus + promtool, amtool
+DEBIAN_TOOLS := prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager systemd-analyze:systemd
+tools:
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing:$$missing (run as root, or apt-get install them)" >&2; exit 1; fi; \
 	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
 lint: $(STAMP)
@@ -34,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check exporter tests benchmarks
 	$(BIN)/mypy
 
-unit: $(STAMP) promtool
+unit: $(STAMP) tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 ## test: everything CI runs: lint, then the whole suite (installs what it needs)
