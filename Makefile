@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 LISTEN ?= :9977
 PYTEST_ARGS ?=
 
-.PHONY: run test lint unit bench deps tools clean
+.PHONY: run test lint unit bench deps tools dashboards dashboard-images clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,8 +34,8 @@ tools:
 	fi
 
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests benchmarks
-	$(BIN)/ruff format --check exporter tests benchmarks
+	$(BIN)/ruff check exporter tests benchmarks tools
+	$(BIN)/ruff format --check exporter tests benchmarks tools
 	$(BIN)/mypy
 
 unit: $(STAMP) tools
@@ -43,6 +43,14 @@ unit: $(STAMP) tools
 
 ## test: everything CI runs: lint, then the whole suite (installs what it needs)
 test: lint unit
+
+## dashboards: regenerate grafana/dashboards/*.json from tools/build_dashboards.py
+dashboards: $(STAMP)
+	$(BIN)/python -m tools.build_dashboards
+
+## dashboard-images: redraw docs/img/dashboard-*.png from a Prometheus scraping the demo
+dashboard-images: $(STAMP) tools
+	$(BIN)/python -m tools.render_dashboards --demo 10m
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

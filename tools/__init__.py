@@ -1,0 +1,1 @@
+"""Developer tools: the Grafana dashboard generator and the dashboard renderer."""
