@@ -534,6 +534,29 @@ def status_cell_override(name: str) -> Json:
     return override(name, mappings=STATUS_MAPPINGS, custom__cellOptions={"type": "color-background", "mode": "basic"})
 
 
+def runs_per_day(position: Json, selector: str, description: str) -> Json:
+    """Finished runs per day, stacked by status: the overview and the job detail share it."""
+    increase = per_job("increase(backup_job_runs_total" + selector + "[1d])", "", by=KEY + ", status")
+    return timeseries(
+        "Finished runs per day, by status",
+        position,
+        [
+            query(
+                f"sum by (status) ({increase})",
+                legend="{{status}}",
+            )
+        ],
+        description=description,
+        unit="short",
+        bars=True,
+        stacked=True,
+        max_data_points=60,
+        minimum=0,
+        decimals=0,
+        overrides=series_colors(STATUS_COLORS),
+    )
+
+
 def overview() -> Json:
     f = matchers()
     stats = [
@@ -637,23 +660,10 @@ def overview() -> Json:
             ),
         ],
     )
-    runs = timeseries(
-        "Finished runs per day, by status",
+    runs = runs_per_day(
         grid(0, 17, 12, 9),
-        [
-            query(
-                f"sum by (status) ({per_job('increase(backup_job_runs_total' + f + '[1d])', '', by=KEY + ', status')})",
-                legend="{{status}}",
-            )
-        ],
-        description="Runs finished in the 24 hours before each point (backup_job_runs_total), stacked by status.",
-        unit="short",
-        bars=True,
-        stacked=True,
-        max_data_points=60,
-        minimum=0,
-        decimals=0,
-        overrides=series_colors(STATUS_COLORS),
+        f,
+        "Runs finished in the 24 hours before each point (backup_job_runs_total), stacked by status.",
     )
     vendors = table(
         "Per vendor",
@@ -829,24 +839,7 @@ def job_detail() -> Json:
         unit="s",
         minimum=0,
     )
-    runs = timeseries(
-        "Finished runs per day, by status",
-        grid(0, 12, 12, 8),
-        [
-            query(
-                f"sum by (status) ({per_job('increase(backup_job_runs_total' + f + '[1d])', '', by=KEY + ', status')})",
-                legend="{{status}}",
-            )
-        ],
-        description="Runs finished in the 24 hours before each point, stacked by status.",
-        unit="short",
-        bars=True,
-        stacked=True,
-        max_data_points=60,
-        minimum=0,
-        decimals=0,
-        overrides=series_colors(STATUS_COLORS),
-    )
+    runs = runs_per_day(grid(0, 12, 12, 8), f, "Runs finished in the 24 hours before each point, stacked by status.")
     histogram = bargauge(
         "Run durations",
         grid(12, 12, 6, 8),
