@@ -46,6 +46,7 @@ from exporter.vendors.base import (
     ParseError,
     TargetConfigError,
 )
+from tests.simctl import SimControl, no_sleep
 
 # A moment at which the dataset has runs of every state, two of them in progress.
 T = datetime(2025, 3, 10, 17, 0, tzinfo=UTC)
@@ -57,41 +58,17 @@ ALL_SERVICES = tuple(SERVICES)
 ALL_TYPES = tuple(JOB_TYPES)
 
 
-async def no_sleep(_: float) -> None:
-    return None
-
-
-@dataclass
-class Sim:
-    server: TestServer
-    app: web.Application
-    control: aiohttp.ClientSession
-
+class Sim(SimControl):
     @property
     def url(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
+        return self.root
 
     @property
     def dataset(self) -> AvePointDataset:
         return self.app[DATASET]
 
-    async def post(self, path: str, payload: dict[str, Any]) -> None:
-        async with self.control.post(self.server.make_url(path), json=payload) as response:
-            assert response.status == 200, await response.text()
-
-    async def fault(self, **payload: Any) -> None:
-        await self.post("/_sim/fault", payload)
-
-    async def advance(self, seconds: float) -> None:
-        await self.post("/_sim/clock", {"advance": seconds})
-
     async def expire_tokens(self, after: int) -> None:
         await self.post("/_sim/avepoint/expire", {"after": after})
-
-    async def requests(self) -> dict[str, int]:
-        async with self.control.get(self.server.make_url("/_sim/requests")) as response:
-            counts: dict[str, int] = await response.json()
-            return counts
 
     def expected(
         self,

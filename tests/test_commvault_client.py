@@ -6,7 +6,6 @@ import base64
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +34,7 @@ from exporter.vendors.base import (
     TargetConfigError,
 )
 from exporter.vendors.commvault import LOOKUP_MARGIN, STATUS_STRINGS, CommvaultClient, map_status
+from tests.simctl import SimControl, no_sleep
 
 # A moment at which the dataset shows every status string.
 T = datetime(2025, 3, 10, 17, 0, tzinfo=UTC)
@@ -47,20 +47,7 @@ LOGOUT = f"POST {BASE}/Logout"
 SECRETS = (DEMO_PASSWORD, base64.b64encode(DEMO_PASSWORD.encode()).decode())
 
 
-async def no_sleep(_: float) -> None:
-    return None
-
-
-@dataclass
-class Sim:
-    server: TestServer
-    app: web.Application
-    control: aiohttp.ClientSession
-
-    @property
-    def root(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
-
+class Sim(SimControl):
     @property
     def url(self) -> str:
         return self.root + BASE
@@ -68,26 +55,6 @@ class Sim:
     @property
     def dataset(self) -> CommvaultDataset:
         return self.app[DATASET]
-
-    async def post(self, path: str, payload: dict[str, Any]) -> Any:
-        async with self.control.post(self.server.make_url(path), json=payload) as response:
-            assert response.status == 200, await response.text()
-            return await response.json()
-
-    async def fault(self, **payload: Any) -> None:
-        await self.post("/_sim/fault", payload)
-
-    async def advance(self, seconds: float) -> None:
-        await self.post("/_sim/clock", {"advance": seconds})
-
-    async def requests(self) -> dict[str, int]:
-        async with self.control.get(self.server.make_url("/_sim/requests")) as response:
-            counts: dict[str, int] = await response.json()
-            return counts
-
-    async def reset_requests(self) -> None:
-        async with self.control.delete(self.server.make_url("/_sim/requests")) as response:
-            assert response.status == 200
 
     async def sessions(self) -> dict[str, Any]:
         async with self.control.get(self.server.make_url("/_sim/commvault/expire")) as response:

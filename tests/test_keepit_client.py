@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import base64
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from exporter.config import Secret, TargetConfig
@@ -26,6 +24,7 @@ from exporter.vendors.base import (
     TargetConfigError,
 )
 from exporter.vendors.keepit import KeepitClient
+from tests.simctl import SimControl, no_sleep
 
 # A moment at which the dataset has runs of every status, two of them in progress.
 T = datetime(2025, 3, 10, 17, 0, tzinfo=UTC)
@@ -36,38 +35,14 @@ JOBS = "PUT /users/{acct}/devices/{dev}/jobs"
 SECRETS = (DEMO_PASSWORD, base64.b64encode(f"{DEMO_USERNAME}:{DEMO_PASSWORD}".encode()).decode())
 
 
-async def no_sleep(_: float) -> None:
-    return None
-
-
-@dataclass
-class Sim:
-    server: TestServer
-    app: web.Application
-    control: aiohttp.ClientSession
-
+class Sim(SimControl):
     @property
     def url(self) -> str:
-        return str(self.server.make_url(""))
+        return self.root + "/"
 
     @property
     def dataset(self) -> KeepitDataset:
         return self.app[DATASET]
-
-    async def post(self, path: str, payload: dict[str, Any]) -> None:
-        async with self.control.post(self.server.make_url(path), json=payload) as response:
-            assert response.status == 200, await response.text()
-
-    async def fault(self, **payload: Any) -> None:
-        await self.post("/_sim/fault", payload)
-
-    async def advance(self, seconds: float) -> None:
-        await self.post("/_sim/clock", {"advance": seconds})
-
-    async def requests(self) -> dict[str, int]:
-        async with self.control.get(self.server.make_url("/_sim/requests")) as response:
-            counts: dict[str, int] = await response.json()
-            return counts
 
 
 @pytest.fixture

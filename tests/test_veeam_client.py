@@ -41,6 +41,7 @@ from exporter.vendors.base import (
     TargetConfigError,
 )
 from exporter.vendors.veeam import SPEC, VeeamClient
+from tests.simctl import SimControl, no_sleep
 
 # A moment at which four sessions are in progress.
 T = datetime(2025, 3, 10, 14, 30, tzinfo=UTC)
@@ -83,41 +84,14 @@ JOB_NAMES = {
 }
 
 
-async def no_sleep(_: float) -> None:
-    return None
-
-
-@dataclass
-class Sim:
-    server: TestServer
-    app: web.Application
-    control: aiohttp.ClientSession
-
+class Sim(SimControl):
     @property
     def url(self) -> str:
-        return str(self.server.make_url("")).rstrip("/")
+        return self.root
 
     @property
     def dataset(self) -> VeeamDataset:
         return self.app[DATASET]
-
-    async def post(self, path: str, payload: dict[str, Any]) -> None:
-        async with self.control.post(self.server.make_url(path), json=payload) as response:
-            assert response.status == 200, await response.text()
-
-    async def get(self, path: str) -> Any:
-        async with self.control.get(self.server.make_url(path)) as response:
-            return await response.json()
-
-    async def fault(self, **payload: Any) -> None:
-        await self.post("/_sim/fault", payload)
-
-    async def clock(self, when: datetime) -> None:
-        await self.post("/_sim/clock", {"now": when.isoformat()})
-
-    async def requests(self) -> dict[str, int]:
-        counts: dict[str, int] = await self.get("/_sim/requests")
-        return counts
 
 
 SimFactory = Callable[..., Awaitable[Sim]]
