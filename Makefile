@@ -50,7 +50,11 @@ dashboards: $(STAMP)
 
 ## dashboard-images: redraw docs/img/dashboard-*.png from a Prometheus scraping the demo
 dashboard-images: $(STAMP) tools
-	$(BIN)/python -m tools.render_dashboards --demo 10m
+	$(BIN)/python -m tools.render_dashboards --demo 60m \
+	  --var backup-job-detail:vendor=commvault \
+	  --var backup-job-detail:job=WINTER/defaultBackupSet/default \
+	  --var backup-job-detail:job=FILESRV-LAB/lab/home \
+	  --var backup-job-detail:job=SQLPROD01/defaultBackupSet/TransactionLogs
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

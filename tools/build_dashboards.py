@@ -759,14 +759,14 @@ def job_detail() -> Json:
     stats = [
         stat(
             "Last status",
-            grid(0, 0, 4, 4),
+            grid(0, 0, 4, 5),
             [query(status_code(f, never=True), instant=True, legend=legend)],
             description="Outcome of the last finished run.",
             mappings=STATUS_MAPPINGS,
         ),
         stat(
             "Since last success",
-            grid(4, 0, 4, 4),
+            grid(4, 0, 4, 5),
             [query(since_success(f), instant=True, legend=legend)],
             description="Time since the end of the last successful run.",
             unit="dtdurations",
@@ -776,7 +776,7 @@ def job_detail() -> Json:
         ),
         stat(
             "RPO",
-            grid(8, 0, 4, 4),
+            grid(8, 0, 4, 5),
             [query(per_job("backup_job_rpo_seconds", f), instant=True, legend=legend)],
             description="The job's configured recovery point objective (backup_job_rpo_seconds).",
             unit="dtdurations",
@@ -785,7 +785,7 @@ def job_detail() -> Json:
         ),
         stat(
             "RPO used",
-            grid(12, 0, 4, 4),
+            grid(12, 0, 4, 5),
             [query(rpo_used(f), instant=True, legend=legend)],
             description="Time since the last success as a share of the RPO; over 100 % is an RPO breach.",
             unit="percentunit",
@@ -795,7 +795,7 @@ def job_detail() -> Json:
         ),
         stat(
             "Last duration",
-            grid(16, 0, 4, 4),
+            grid(16, 0, 4, 5),
             [query(per_job("backup_job_last_duration_seconds", f), instant=True, legend=legend)],
             description="Duration of the last finished run.",
             unit="dtdurations",
@@ -804,7 +804,7 @@ def job_detail() -> Json:
         ),
         stat(
             "Runs in progress",
-            grid(20, 0, 4, 4),
+            grid(20, 0, 4, 5),
             [query(per_job("backup_job_running", f), instant=True, legend=legend)],
             description="Runs in progress at the last poll (backup_job_running).",
             fixed_color=BLUE,
@@ -812,7 +812,7 @@ def job_detail() -> Json:
     ]
     age = timeseries(
         "Since last success, against the RPO",
-        grid(0, 4, 12, 8),
+        grid(0, 5, 12, 8),
         [
             query(since_success(f), "A", legend="since success: " + legend),
             query(per_job("backup_job_rpo_seconds", f), "B", legend="RPO: " + legend),
@@ -833,16 +833,16 @@ def job_detail() -> Json:
     )
     duration = timeseries(
         "Last run duration",
-        grid(12, 4, 12, 8),
+        grid(12, 5, 12, 8),
         [query(per_job("backup_job_last_duration_seconds", f), legend=legend)],
         description="Duration of the last finished run; each step is a new run.",
         unit="s",
         minimum=0,
     )
-    runs = runs_per_day(grid(0, 12, 12, 8), f, "Runs finished in the 24 hours before each point, stacked by status.")
+    runs = runs_per_day(grid(0, 13, 12, 8), f, "Runs finished in the 24 hours before each point, stacked by status.")
     histogram = bargauge(
         "Run durations",
-        grid(12, 12, 6, 8),
+        grid(12, 13, 6, 8),
         [
             query(
                 f"sum by (le) (max by ({KEY}, le) (backup_job_run_duration_seconds_bucket{f}))",
@@ -857,7 +857,7 @@ def job_detail() -> Json:
     )
     outcomes = bargauge(
         "Runs recorded, by status",
-        grid(18, 12, 6, 8),
+        grid(18, 13, 6, 8),
         [
             query(
                 f"sum by (status) ({per_job('backup_job_runs_total', f, by=KEY + ', status')})",
@@ -871,7 +871,7 @@ def job_detail() -> Json:
     )
     progress = bargauge(
         "Progress of the running run",
-        grid(0, 20, 8, 7),
+        grid(0, 21, 8, 7),
         [query(per_job("backup_job_running_progress_ratio", f), instant=True, legend=legend)],
         description="Progress of the oldest run in progress, where the vendor reports it.",
         unit="percentunit",
@@ -880,7 +880,7 @@ def job_detail() -> Json:
     )
     items = bargauge(
         "Items of the last run",
-        grid(8, 20, 8, 7),
+        grid(8, 21, 8, 7),
         [query(per_job("backup_job_last_items", f, by=KEY + ", state"), instant=True, legend="{{state}}: " + legend)],
         description="Objects of the last run, where the vendor reports them (AvePoint, Commvault).",
         unit="short",
@@ -889,7 +889,7 @@ def job_detail() -> Json:
     )
     size = bargauge(
         "Bytes of the last run",
-        grid(16, 20, 8, 7),
+        grid(16, 21, 8, 7),
         [
             query(per_job("backup_job_last_processed_bytes", f), "A", instant=True, legend="processed: " + legend),
             query(per_job("backup_job_last_stored_bytes", f), "B", instant=True, legend="stored: " + legend),
@@ -900,7 +900,7 @@ def job_detail() -> Json:
     )
     failure = table(
         "Failure reason",
-        grid(0, 27, 24, 5),
+        grid(0, 28, 24, 5),
         table_queries(
             f"max by ({KEY}, reason) (backup_job_last_failure_info{f} * on ({KEY}) group_left () {status_code(f)})"
         ),
@@ -911,7 +911,7 @@ def job_detail() -> Json:
     )
     info = table(
         "Job information",
-        grid(0, 32, 24, 5),
+        grid(0, 33, 24, 5),
         table_queries(f"max without (job, instance) (backup_job_info{f})"),
         description="Vendor-specific descriptive labels of the job (backup_job_info).",
         columns=JOB_COLUMNS,

@@ -689,7 +689,7 @@ def draw_bargauge(canvas: Canvas, panel: Mapping[str, Any], results: Sequence[Ta
     low = defaults.get("min", min(numbers, default=0.0))
     high = defaults.get("max", max(numbers, default=1.0))
     # Names above the bars when there is room (Grafana's `auto` placement), else beside them.
-    above = box.h / len(values) >= 30 or box.w < 700
+    above = box.h / len(values) >= 30
     row_h = min(box.h / len(values), 44.0 if above else 30.0)
     row_h = max(row_h, 28.0 if above else 14.0)
     capacity = max(1, int(box.h // row_h))
