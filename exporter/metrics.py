@@ -68,7 +68,9 @@ JOB_RUNNING_PROGRESS = Family(
     "Progress (0..1) of the oldest run in progress, where the vendor reports it.",
 )
 JOB_RPO = Family(
-    "backup_job_rpo_seconds", "gauge", "Configured recovery point objective of the job (global, target or override)."
+    "backup_job_rpo_seconds",
+    "gauge",
+    "Configured recovery point objective (global, target or override), of jobs whose runs create recovery points.",
 )
 JOB_INFO = Family(
     "backup_job_info",
@@ -163,7 +165,7 @@ def render_target(
     target: TargetConfig,
     state: TargetState,
     health: TargetHealth,
-    rpo_for: Callable[[JobKey], timedelta],
+    rpo_for: Callable[[JobKey], timedelta | None],
     now: float,
 ) -> dict[str, bytes]:
     """Every series of one target, as per-family fragments."""
@@ -192,7 +194,7 @@ def render_target(
     return out.fragments()
 
 
-def _render_job(out: FragmentWriter, labels: Labels, job: JobState, rpo: timedelta, now: float) -> None:
+def _render_job(out: FragmentWriter, labels: Labels, job: JobState, rpo: timedelta | None, now: float) -> None:
     last = job.last
     if last is not None:
         for status in FINISHED_STATUSES:
@@ -229,7 +231,8 @@ def _render_job(out: FragmentWriter, labels: Labels, job: JobState, rpo: timedel
     out.sample(JOB_RUNNING_SECONDS, labels, max(0.0, now - oldest) if job.running and oldest else 0)
     if job.running and job.running_progress is not None:
         out.sample(JOB_RUNNING_PROGRESS, labels, min(1.0, max(0.0, job.running_progress)))
-    out.sample(JOB_RPO, labels, rpo.total_seconds())
+    if rpo is not None:
+        out.sample(JOB_RPO, labels, rpo.total_seconds())
     if job.info:
         out.sample(JOB_INFO, [*labels, *sorted(job.info.items())], 1)
 

@@ -79,11 +79,15 @@ class TargetCollector:
             ssl_context=build_ssl_context(target.tls.ca_file, target.tls.insecure_skip_verify),
         )
         self.client: VendorClient = spec.client(target, self._http)
+        self._protects = spec.protects
         self._requests_seen: dict[str, int] = {}
         self.collections = 0
         self.last_summary: Mapping[str, int] = {}
 
-    def rpo_for(self, key: JobKey) -> timedelta:
+    def rpo_for(self, key: JobKey) -> timedelta | None:
+        """The job's RPO; None for job types that create no recovery point."""
+        if not self._protects(key.job_type):
+            return None
         return self.config.rpo_for(self.target, key)
 
     def publish(self) -> None:

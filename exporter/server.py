@@ -125,7 +125,7 @@ def _problem_rows(service: ExporterService) -> str:
             f"<td>{html.escape(problem.job_type)}</td>"
             f'<td class="down">{html.escape(", ".join(problem.problems))}</td>'
             f"<td>{html.escape(_when(problem.last_success))}</td>"
-            f"<td>{html.escape(_ago(problem.rpo_seconds))}</td>"
+            f"<td>{html.escape('none' if problem.rpo_seconds is None else _ago(problem.rpo_seconds))}</td>"
             f"<td>{html.escape(problem.reason or '')}</td>"
             "</tr>"
         )

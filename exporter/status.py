@@ -17,7 +17,7 @@ class JobProblem:
     job_type: str
     problems: tuple[str, ...]  # "failed", "warning", "past RPO", "never succeeded"
     last_success: float | None
-    rpo_seconds: float
+    rpo_seconds: float | None
     reason: str | None
 
 
@@ -32,14 +32,15 @@ def job_problems(collectors: Iterable[TargetCollector], now: float) -> list[JobP
         collected = collector.state.last_success is not None
         for key in sorted(collector.state.jobs):
             job = collector.state.jobs[key]
-            rpo = collector.rpo_for(key).total_seconds()
+            rpo_delta = collector.rpo_for(key)
+            rpo = None if rpo_delta is None else rpo_delta.total_seconds()
             problems: list[str] = []
             if job.last is not None and job.last.status in (Status.FAILED, Status.WARNING):
                 problems.append(job.last.status.value)
-            if job.last_success_end is None:
-                if collected:
-                    problems.append("never succeeded")
-            elif now - job.last_success_end > rpo:
+            # Restores and pruning jobs create no recovery point: no RPO to miss.
+            if rpo is not None and job.last_success_end is None and collected:
+                problems.append("never succeeded")
+            elif rpo is not None and job.last_success_end is not None and now - job.last_success_end > rpo:
                 problems.append("past RPO")
             if problems:
                 found.append(

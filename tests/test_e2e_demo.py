@@ -56,7 +56,7 @@ async def test_demo_has_jobs_past_their_rpo(demo: ExporterProcess) -> None:
     overdue = {
         lab["vendor"]
         for lab, v in select(samples, "backup_job_last_success_timestamp_seconds")
-        if now - v > rpo[(lab["target"], lab["job_name"], lab["job_type"])]
+        if (key := (lab["target"], lab["job_name"], lab["job_type"])) in rpo and now - v > rpo[key]
     }
     assert overdue == set(VENDORS)
 
@@ -67,3 +67,19 @@ async def test_demo_status_page_names_every_target(demo: ExporterProcess) -> Non
     assert status == 200
     for vendor in VENDORS:
         assert f"<td>{vendor}-demo</td>".encode() in page
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_only_jobs_that_create_recovery_points_have_an_rpo(demo: ExporterProcess) -> None:
+    samples = await demo.metrics()
+    with_rpo = {(lab["vendor"], lab["job_type"]) for lab, _ in select(samples, "backup_job_rpo_seconds")}
+    job_types = {(lab["vendor"], lab["job_type"]) for lab, _ in select(samples, "backup_job_runs_total")}
+    # The demo has restores (Keepit, AvePoint) and AvePoint deletion/retention/export jobs.
+    without = job_types - with_rpo
+    assert {("keepit", "restore"), ("keepit", "srestore"), ("avepoint", "deletion")} <= without
+    assert {job_type for _, job_type in with_rpo} >= {"backup", "backup_copy"}
+    assert not any("restore" in job_type for _, job_type in with_rpo)
+    # Nor does the status page call them overdue.
+    _, page, _ = await demo.get("/")
+    problems = page.decode().split("<h2>Jobs failing")[1]
+    assert "<td>deletion</td>" not in problems

@@ -22,6 +22,7 @@ from exporter.exposition import Exposition
 from exporter.metrics import FAMILIES, render_target
 from exporter.model import Collection, JobKey, Run, Status
 from exporter.state import TargetHealth, TargetState, apply_collection
+from exporter.vendors import VENDORS
 from exporter.vendors.keepit import SNAPSHOT_JOB_TYPE, Connector, connector_info, parse_history, parse_jobs
 from tests.harness import parse_exposition, promtool_check, select, unescape_label_value
 
@@ -64,7 +65,13 @@ def history_example(vendor_api_dir: Path) -> str:
 def render(state: TargetState, target: TargetConfig = TARGET) -> bytes:
     config = Config(targets=(target,))
     health = TargetHealth(up=True, last_duration=1.5)
-    fragments = render_target(target, state, health, lambda key: config.rpo_for(target, key), NOW.timestamp())
+    spec = VENDORS[target.vendor]
+
+    def rpo_for(key: JobKey) -> timedelta | None:
+        # As TargetCollector.rpo_for: no RPO for jobs that create no recovery point.
+        return config.rpo_for(target, key) if spec.protects(key.job_type) else None
+
+    fragments = render_target(target, state, health, rpo_for, NOW.timestamp())
     exposition = Exposition(FAMILIES)
     exposition.set_target(target.name, fragments)
     return exposition.render()
@@ -153,7 +160,8 @@ def test_doc_examples_values(doc_exposition: bytes) -> None:
 
     # 26 h RPO for every job.
     assert {v for _, v in select(samples, "backup_job_rpo_seconds")} == {26 * 3600}
-    assert len(select(samples, "backup_job_rpo_seconds")) == 2  # srestore and the connector's backup job
+    # The connector's backup job only: a selective restore creates no recovery point.
+    assert [lab["job_type"] for lab, _ in select(samples, "backup_job_rpo_seconds")] == ["backup"]
 
     # The history: two complete snapshots, 2023899411 then 2025304567 bytes.
     newest = datetime(2024, 12, 22, 9, 29, 38, tzinfo=UTC).timestamp()

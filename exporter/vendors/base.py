@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,6 +38,17 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Retry-After beyond this is not worth waiting for inside one collection:
 # fail now and let the next poll try.
 MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+# Normalised job types whose runs create no recovery point: restores (Keepit
+# restore/srestore/pstrestore, AvePoint and Commvault restore), exports and
+# downloads, and jobs that prune data (deletion, retention, data aging).
+_NO_RECOVERY_POINT = re.compile(r".*restore.*|export|zipdownload|deletion|retention|data_aging")
+
+
+def creates_recovery_points(job_type: str) -> bool:
+    """Whether runs of this job type back data up, so the job has an RPO."""
+    return _NO_RECOVERY_POINT.fullmatch(job_type) is None
 
 
 class CollectionError(Exception):
@@ -352,3 +364,6 @@ class VendorSpec:
     # of service names): (key, message) pairs, reported by the config loader
     # under the target's key path, so --check-config catches them.
     validate: Callable[[TargetConfig], list[tuple[str, str]]] | None = None
+    # Which of the vendor's job types create recovery points. Only those have
+    # an RPO (backup_job_rpo_seconds): nobody is paged because no restore ran.
+    protects: Callable[[str], bool] = creates_recovery_points
