@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from exporter.model import Run, Snapshot
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 VENDOR_API_DIR = Path(__file__).resolve().parents[2] / "shared" / "vendor-api"
@@ -37,6 +40,39 @@ class Golden:
 
     def check_json(self, name: str, actual: Any) -> None:
         self.check_text(name, json.dumps(actual, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def run_dict(run: Run) -> dict[str, Any]:
+    """Every field of a Run, as golden files hold it."""
+    return {
+        "run_id": run.run_id,
+        "job_name": run.job.job_name,
+        "job_type": run.job.job_type,
+        "status": run.status.value,
+        "start": _iso(run.start),
+        "end": _iso(run.end),
+        "query_time": _iso(run.query_time),
+        "duration": run.duration,
+        "processed_bytes": run.processed_bytes,
+        "stored_bytes": run.stored_bytes,
+        "items": dict(run.items),
+        "progress": run.progress,
+        "reason": run.reason,
+    }
+
+
+def snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
+    return {
+        "job_name": snapshot.job.job_name,
+        "job_type": snapshot.job.job_type,
+        "timestamp": _iso(snapshot.timestamp),
+        "size_bytes": snapshot.size_bytes,
+        "complete": snapshot.complete,
+    }
 
 
 @pytest.fixture

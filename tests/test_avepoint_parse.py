@@ -26,30 +26,13 @@ from exporter.vendors.avepoint import (
     summarise_errors,
 )
 from exporter.vendors.base import ParseError
+from tests.conftest import run_dict
 
 JOB = JobKey("Exchange Online", "backup")
 
 
 def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int, micro: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def run_dict(run: Run) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "job_name": run.job.job_name,
-        "job_type": run.job.job_type,
-        "status": run.status.value,
-        "start": _iso(run.start),
-        "end": _iso(run.end),
-        "duration": run.duration,
-        "items": dict(run.items),
-        "reason": run.reason,
-    }
 
 
 def _doc(vendor_api_dir: Path, name: str) -> str:

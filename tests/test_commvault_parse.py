@@ -31,6 +31,7 @@ from exporter.vendors.commvault import (
     parse_job_list,
     parse_token,
 )
+from tests.conftest import run_dict
 
 WINTER = JobKey("WINTER/defaultBackupSet/default", "backup")
 WINTER_INFO = {
@@ -46,29 +47,13 @@ START = datetime(2015, 2, 4, 22, 4, 43, tzinfo=UTC)
 END = datetime(2015, 2, 4, 22, 4, 55, tzinfo=UTC)  # + jobElapsedTime 12 = jobEndTime 1423087495
 
 
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 def row_dict(row: JobRow) -> dict[str, Any]:
-    run = row.run
+    """The run's fields plus what the Commvault row adds around it."""
     return {
-        "run_id": run.run_id,
-        "job_name": run.job.job_name,
-        "job_type": run.job.job_type,
-        "status": run.status.value,
+        **run_dict(row.run),
         "raw_status": row.raw_status,
         "known_status": row.known_status,
         "visible": row.visible,
-        "start": _iso(run.start),
-        "end": _iso(run.end),
-        "query_time": _iso(run.query_time),
-        "duration": run.duration,
-        "processed_bytes": run.processed_bytes,
-        "stored_bytes": run.stored_bytes,
-        "items": dict(run.items),
-        "progress": run.progress,
-        "reason": run.reason,
         "info": dict(row.info),
     }
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.model import JobKey, Run, Snapshot, Status
+from exporter.model import JobKey, Status
 from exporter.vendors.base import ParseError
 from exporter.vendors.keepit import (
     Connector,
@@ -24,40 +24,13 @@ from exporter.vendors.keepit import (
     parse_jobs,
     select_connectors,
 )
+from tests.conftest import run_dict, snapshot_dict
 
 CONNECTOR = "Microsoft 365 Backup"
 
 
 def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int, micro: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def run_dict(run: Run) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "job_name": run.job.job_name,
-        "job_type": run.job.job_type,
-        "status": run.status.value,
-        "start": _iso(run.start),
-        "end": _iso(run.end),
-        "progress": run.progress,
-        "reason": run.reason,
-        "duration": run.duration,
-    }
-
-
-def snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
-    return {
-        "job_name": snapshot.job.job_name,
-        "job_type": snapshot.job.job_type,
-        "timestamp": _iso(snapshot.timestamp),
-        "size_bytes": snapshot.size_bytes,
-        "complete": snapshot.complete,
-    }
 
 
 def _doc(vendor_api_dir: Path, name: str) -> str:

@@ -33,29 +33,11 @@ from exporter.vendors.veeam import (
     parse_sessions,
     repositories_of,
 )
+from tests.conftest import run_dict
 
 
 def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int, micro: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, second, micro, tzinfo=UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def run_dict(run: Run) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "job_name": run.job.job_name,
-        "job_type": run.job.job_type,
-        "status": run.status.value,
-        "start": _iso(run.start),
-        "end": _iso(run.end),
-        "progress": run.progress,
-        "reason": run.reason,
-        "duration": run.duration,
-        "query_time": _iso(run.query_time),
-    }
 
 
 def page_dict(page: SessionPage) -> dict[str, Any]:
