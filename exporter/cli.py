@@ -19,7 +19,7 @@ from aiohttp import web
 from exporter import __version__
 from exporter.config import Config, ConfigError, describe, load_config, warn_world_readable
 from exporter.logs import LEVELS, RedactingFilter, setup_logging
-from exporter.poller import Redactor
+from exporter.redact import Redactor
 from exporter.server import create_app
 from exporter.service import ExporterService
 from exporter.vendors import VENDORS

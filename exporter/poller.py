@@ -19,6 +19,7 @@ from exporter.config import Config, TargetConfig
 from exporter.exposition import Exposition
 from exporter.metrics import render_target
 from exporter.model import JobKey
+from exporter.redact import Redactor
 from exporter.state import TargetHealth, TargetState, apply_collection
 from exporter.store import Store, StoreError
 from exporter.vendors.base import (
@@ -37,19 +38,6 @@ log = logging.getLogger(__name__)
 # interval), so a restart with hundreds of targets does not hit every vendor at once.
 FIRST_POLL_SPREAD_SECONDS = 10.0
 JITTER_FRACTION = 0.1
-
-
-class Redactor:
-    """Removes every configured secret from text bound for logs, metrics or pages."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        # Longest first, so a secret containing another is replaced whole.
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
-
-    def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
 
 
 class TargetCollector:

@@ -17,7 +17,7 @@ from exporter import __version__
 from exporter.config import Config, ConfigError
 from exporter.exposition import Exposition
 from exporter.metrics import FAMILIES
-from exporter.poller import Poller, Redactor
+from exporter.poller import Poller
 from exporter.store import Store
 from exporter.vendors.base import VendorSpec
 
@@ -125,9 +125,6 @@ class ExporterService:
     @property
     def ready(self) -> bool:
         return self.poller is not None and self.poller.ready
-
-    def redactor(self) -> Redactor:
-        return Redactor(self.config.secrets() if self.config else [])
 
     async def stop(self) -> None:
         if self._self_task is not None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from exporter.logs import JsonFormatter, LogfmtFormatter, RedactingFilter
-from exporter.poller import Redactor
+from exporter.redact import Redactor
 
 SECRET = "Dæmo%+,?()pw-s3cret"  # a test value: the thing that must not leak
 LOGGER = "tests.logs"
