@@ -5,8 +5,43 @@ Control routes live under `/_sim/` and are never faulted, counted nor
 authenticated:
 
 - `GET|POST /_sim/fault`: read or set the fault applied to vendor routes,
-  JSON `{"mode": ..., "delay": s, "retry_after": s, "count": n, "size": bytes}`;
-  `count` requests later the fault clears itself (omitted: until switched off).
+  JSON `{"mode": ..., "delay": s, "retry_after": s, "count": n, "size": bytes,
+  "after": n}`; the next `after` vendor requests (default 0) pass untouched, so
+  a fault can strike mid-paging; then `count` requests get the fault and it
+  clears itself (omitted: until switched off).
+- `GET /_sim/xxe-probe`: the URL the `external_entity` fault declares an
+  entity on; every fetch is counted, and `GET /_sim/xxe-probe/count` reads
+  `{"count": n}`, so a test proves that no client ever resolved the entity.
+
+Fault modes (`mode`):
+
+- `none`: no fault.
+- `500`, `503`, `429`, `401`, `403`: that status and a short text body; 429
+  and 503 carry `Retry-After: <retry_after>` when `retry_after` is given.
+- `slow`: the normal answer, after `delay` seconds.
+- `hang`: the request is read and never answered (until the app shuts down),
+  as a server that accepts connections but whose backend is stuck; `slow`
+  with a large delay is the same to a client, but ties up the simulator's
+  shutdown for that long.
+- `drip`: the normal status, headers and Content-Length, then the body
+  `DRIP_BYTES` at a time with `delay` seconds between chunks: no single read
+  waits long, but the whole answer takes as long as its size says.
+- `reset`: the normal status, headers and Content-Length, about half the
+  body, then the TCP connection is reset (SO_LINGER 0), as when a server or
+  proxy dies mid-answer.
+- `garbage`: a body malformed as XML and as JSON alike, normal Content-Type.
+- `truncated`: the first half of the normal body, with a matching
+  Content-Length (cut by the server, not by the network).
+- `empty`: an empty body, normal status and Content-Type.
+- `wrong_content_type`: the normal body labelled `text/html`.
+- `huge`: `size` bytes (default over HttpClient's 64 MiB limit) of chunked
+  body with no Content-Length, so only a streaming size limit catches it.
+- `entity_expansion`: a "billion laughs" XML document (nested entities that
+  expand to about 3 GB), `application/xml`.
+- `external_entity`: the normal answer as XML with a DOCTYPE declaring
+  external entities on `file:///etc/passwd` and on `/_sim/xxe-probe`, used
+  as the text of the first element that has text (the root, for a non-XML
+  answer), `application/xml`.
 - `GET|POST /_sim/clock`: read the simulated now, or move it with
   `{"now": ISO}` or `{"advance": seconds}`.
 - `GET|DELETE /_sim/requests`: vendor requests so far by "METHOD route", or reset.
@@ -16,6 +51,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import socket
+import struct
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,12 +79,36 @@ FAULT_MODES = (
     "empty",
     "wrong_content_type",
     "huge",
+    "reset",
+    "drip",
+    "hang",
+    "entity_expansion",
+    "external_entity",
 )
 # Over HttpClient's default 64 MiB body limit.
 DEFAULT_HUGE_BYTES = 80 * 1024 * 1024
 # Malformed as XML and as JSON alike.
 GARBAGE_BODY = b"<<garbage>>{[ not valid \x00"
 _CHUNK = 64 * 1024
+# A slow drip: a few bytes per write.
+DRIP_BYTES = 8
+XXE_PROBE_PATH = "/_sim/xxe-probe"
+# What the probe answers: seen anywhere in an exporter's output, it proves
+# the external entity was fetched.
+XXE_PROBE_MARKER = "xxe-probe-was-fetched"
+XML_CONTENT_TYPE = "application/xml; charset=utf-8"
+
+
+def _billion_laughs(levels: int = 9) -> bytes:
+    """lol1 is ten lol, lol2 ten lol1, ...: 3 bytes times 10**levels once expanded."""
+    entities = ['  <!ENTITY lol0 "lol">']
+    for level in range(1, levels + 1):
+        entities.append(f'  <!ENTITY lol{level} "{f"&lol{level - 1};" * 10}">')
+    lines = ['<?xml version="1.0"?>', "<!DOCTYPE lolz [", *entities, "]>", f"<lolz>&lol{levels};</lolz>", ""]
+    return "\n".join(lines).encode()
+
+
+BILLION_LAUGHS = _billion_laughs()
 
 
 @dataclass
@@ -58,10 +120,12 @@ class Faults:
     retry_after: float | None = None
     count: int | None = None
     size: int = DEFAULT_HUGE_BYTES
+    # Vendor requests still to pass untouched before the fault strikes.
+    after: int = 0
 
     def configure(self, payload: Mapping[str, Any]) -> None:
         """Replace the fault from a control request; ValueError on bad input."""
-        unknown = set(payload) - {"mode", "delay", "retry_after", "count", "size"}
+        unknown = set(payload) - {"mode", "delay", "retry_after", "count", "size", "after"}
         if unknown:
             raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
         mode = str(payload.get("mode", "none"))
@@ -73,15 +137,22 @@ class Faults:
         if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
             raise ValueError("count must be a positive integer")
         size = _number(payload, "size", DEFAULT_HUGE_BYTES)
+        after = payload.get("after", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise ValueError("after must be a non-negative integer")
         self.mode = mode
         self.delay = delay
         self.retry_after = None if retry_after is None else _number(payload, "retry_after", 0.0)
         self.count = count
         self.size = int(size)
+        self.after = after
 
     def take(self) -> Faults | None:
         """The fault for the request arriving now, consuming one of `count`."""
         if self.mode == "none":
+            return None
+        if self.after > 0:
+            self.after -= 1
             return None
         current = replace(self)
         if self.count is not None:
@@ -97,6 +168,7 @@ class Faults:
             "retry_after": self.retry_after,
             "count": self.count,
             "size": self.size,
+            "after": self.after,
         }
 
 
@@ -142,9 +214,20 @@ class RequestLog:
         self.counts[f"{request.method} {template}"] += 1
 
 
+@dataclass
+class XxeProbe:
+    """Fetches of the `external_entity` fault's probe URL."""
+
+    fetches: int = 0
+
+
 FAULTS = web.AppKey("sim_faults", Faults)
 CLOCK = web.AppKey("sim_clock", SimClock)
 REQUESTS = web.AppKey("sim_requests", RequestLog)
+XXE_PROBE = web.AppKey("sim_xxe_probe", XxeProbe)
+# Set when the app shuts down: a hung request then ends, so shutting the
+# simulator down does not wait for its handlers' grace period.
+SHUTTING_DOWN = web.AppKey("sim_shutting_down", asyncio.Event)
 
 
 def is_control(request: web.Request) -> bool:
@@ -176,21 +259,99 @@ async def _apply_fault(fault: Faults, request: web.Request, handler: Handler) ->
     if mode == "slow":
         await asyncio.sleep(fault.delay)
         return await handler(request)
+    if mode == "hang":
+        await request.app[SHUTTING_DOWN].wait()
+        return web.Response(status=503, text="simulator shutting down\n")
+    if mode == "entity_expansion":
+        return web.Response(body=BILLION_LAUGHS, headers={"Content-Type": XML_CONTENT_TYPE})
     normal = await handler(request)
     if not isinstance(normal, web.Response) or not isinstance(normal.body, bytes):
         return normal
     if mode == "huge":
         return await _huge(request, normal, fault.size)
+    if mode == "drip":
+        return await _drip(request, normal, fault.delay)
+    if mode == "reset":
+        return await _reset(request, normal)
+    if mode == "external_entity":
+        return _with_body(normal, _external_entity(normal.body, request), content_type=XML_CONTENT_TYPE)
     if mode == "wrong_content_type":
         return _with_body(normal, normal.body, content_type="text/html; charset=utf-8")
     bodies = {"garbage": GARBAGE_BODY, "truncated": normal.body[: len(normal.body) // 2], "empty": b""}
     return _with_body(normal, bodies[mode])
 
 
+def _headers_of(normal: web.Response) -> dict[str, str]:
+    return {k: v for k, v in normal.headers.items() if k.lower() not in ("content-length", "content-type")}
+
+
 def _with_body(normal: web.Response, body: bytes, content_type: str | None = None) -> web.Response:
-    headers = {k: v for k, v in normal.headers.items() if k.lower() not in ("content-length", "content-type")}
+    headers = _headers_of(normal)
     headers["Content-Type"] = content_type or normal.headers.get("Content-Type") or "application/octet-stream"
     return web.Response(status=normal.status, body=body, headers=headers)
+
+
+async def _start_stream(request: web.Request, normal: web.Response, body: bytes) -> web.StreamResponse:
+    """The normal status and headers, promising `body`'s length, sent."""
+    response = web.StreamResponse(status=normal.status, headers=_headers_of(normal))
+    response.content_type = normal.content_type
+    if normal.charset:
+        response.charset = normal.charset
+    response.content_length = len(body)
+    await response.prepare(request)
+    return response
+
+
+async def _drip(request: web.Request, normal: web.Response, delay: float) -> web.StreamResponse:
+    assert isinstance(normal.body, bytes)
+    body = normal.body
+    response = await _start_stream(request, normal, body)
+    # The client gives up (its timeout) by closing the connection; that ends the drip.
+    with contextlib.suppress(ConnectionError):
+        for start in range(0, len(body), DRIP_BYTES):
+            await response.write(body[start : start + DRIP_BYTES])
+            await asyncio.sleep(delay)
+        await response.write_eof()
+    return response
+
+
+async def _reset(request: web.Request, normal: web.Response) -> web.StreamResponse:
+    assert isinstance(normal.body, bytes)
+    body = normal.body
+    response = await _start_stream(request, normal, body)
+    with contextlib.suppress(ConnectionError):
+        await response.write(body[: len(body) // 2])
+    transport = request.transport
+    if transport is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Linger 0: close() sends a RST instead of a FIN.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    return response
+
+
+# The first element with text: `>text<`, text not only whitespace.
+_FIRST_TEXT = re.compile(rb">(\s*[^<>\s][^<>]*)<")
+_XML_DECLARATION = re.compile(rb"^\s*<\?xml[^>]*\?>")
+
+
+def _external_entity(normal: bytes, request: web.Request) -> bytes:
+    """`normal` (when XML) with its first text replaced by external entities."""
+    probe = request.url.origin().with_path(XXE_PROBE_PATH)
+    doctype = (
+        f'<!DOCTYPE doc [\n  <!ENTITY xxe SYSTEM "file:///etc/passwd">\n  <!ENTITY probe SYSTEM "{probe}">\n]>\n'
+    ).encode()
+    body = normal.removeprefix(b"\xef\xbb\xbf")
+    if not body.lstrip().startswith(b"<"):
+        return b'<?xml version="1.0"?>\n' + doctype + b"<doc>&xxe;&probe;</doc>\n"
+    body, replaced = _FIRST_TEXT.subn(b">&xxe;&probe;<", body, count=1)
+    if not replaced:
+        return b'<?xml version="1.0"?>\n' + doctype + b"<doc>&xxe;&probe;</doc>\n"
+    declaration = _XML_DECLARATION.match(body)
+    if declaration is None:
+        return doctype + body.lstrip()
+    return body[: declaration.end()] + b"\n" + doctype + body[declaration.end() :].lstrip()
 
 
 async def _huge(request: web.Request, normal: web.Response, size: int) -> web.StreamResponse:
@@ -208,6 +369,19 @@ async def _huge(request: web.Request, normal: web.Response, size: int) -> web.St
             sent += _CHUNK
         await response.write_eof()
     return response
+
+
+async def _get_xxe_probe(request: web.Request) -> web.Response:
+    request.app[XXE_PROBE].fetches += 1
+    return web.Response(text=XXE_PROBE_MARKER + "\n")
+
+
+async def _get_xxe_probe_count(request: web.Request) -> web.Response:
+    return web.json_response({"count": request.app[XXE_PROBE].fetches})
+
+
+async def _release_hung_requests(app: web.Application) -> None:
+    app[SHUTTING_DOWN].set()
 
 
 async def _get_fault(request: web.Request) -> web.Response:
@@ -269,12 +443,17 @@ def create_sim_app(*, now: datetime | None = None, middlewares: Sequence[Middlew
     app[FAULTS] = Faults()
     app[CLOCK] = SimClock(now)
     app[REQUESTS] = RequestLog()
+    app[XXE_PROBE] = XxeProbe()
+    app[SHUTTING_DOWN] = asyncio.Event()
+    app.on_shutdown.append(_release_hung_requests)
     app.router.add_get("/_sim/fault", _get_fault)
     app.router.add_post("/_sim/fault", _post_fault)
     app.router.add_get("/_sim/clock", _get_clock)
     app.router.add_post("/_sim/clock", _post_clock)
     app.router.add_get("/_sim/requests", _get_requests)
     app.router.add_delete("/_sim/requests", _delete_requests)
+    app.router.add_get(XXE_PROBE_PATH, _get_xxe_probe)
+    app.router.add_get(XXE_PROBE_PATH + "/count", _get_xxe_probe_count)
     return app
 
 
