@@ -9,7 +9,20 @@ trustworthy live here:
 - "last run" facts move only forward in time, so a late or out-of-order run
   updates counters but never replaces a newer last run;
 - the watermark the next poll asks from never passes the start of a run that
-  is still in progress, or that run would vanish when it finishes.
+  is still in progress, or that run would vanish when it finishes; a run in
+  progress that the vendor stops listing (its job deleted or hidden for a
+  while) is waited for too, until its job expires or the run is older than
+  the job retention; and a job of the vendor's inventory that comes back
+  after missing from a poll or more makes the next poll ask from when it
+  was last listed, for the runs it had while it was gone;
+- a vendor clock ahead of ours is not believed: no time of a finished run lies
+  more than MAX_CLOCK_SKEW past the poll that found it, and a poll showing the
+  vendor's clock moved (a known run's times changed) or ahead (a run in
+  progress that started in our future) leaves the watermark where it was,
+  because where the next poll may start is measured in the vendor's clock and
+  that clock just proved wrong.
+  Under a lasting skew the windows widen until it ends; nothing is lost, and
+  no run id is forgotten and counted again.
 """
 
 from __future__ import annotations
@@ -51,12 +64,13 @@ class LastRun:
     reason: str | None = None
 
     @classmethod
-    def from_run(cls, run: Run) -> LastRun:
+    def from_run(cls, run: Run, ceiling: float) -> LastRun:
+        """The run's facts, its times no later than `ceiling` (see MAX_CLOCK_SKEW)."""
         return cls(
             run_id=run.run_id,
             status=run.status,
-            start=to_epoch(run.start),
-            end=to_epoch(run.end),
+            start=_capped(to_epoch(run.start), ceiling),
+            end=_capped(to_epoch(run.end), ceiling),
             duration=run.duration,
             processed_bytes=run.processed_bytes,
             stored_bytes=run.stored_bytes,
@@ -83,19 +97,24 @@ class JobState:
     running_oldest_start: float | None = None
     running_progress: float | None = None
     info: dict[str, str] = field(default_factory=dict)
+    # Runs last seen in progress: run id -> the time the vendor's run queries
+    # filter on. The watermark stays at or before these until the run is seen
+    # finished, also while the vendor does not list it.
+    holds: dict[str, float] = field(default_factory=dict)
 
-    def observe(self, run: Run) -> None:
+    def observe(self, run: Run, ceiling: float) -> None:
+        """Count a finished run; `ceiling` caps its times (see MAX_CLOCK_SKEW)."""
         self.runs_total[run.status.value] = self.runs_total.get(run.status.value, 0) + 1
         duration = run.duration
         if duration is not None:
             self.duration_buckets[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
             self.duration_sum += duration
             self.duration_count += 1
-        candidate = LastRun.from_run(run)
+        candidate = LastRun.from_run(run, ceiling)
         if self.last is None or candidate.sort_key() >= self.last.sort_key():
             self.last = candidate
         if run.status is Status.SUCCESS:
-            end = to_epoch(run.end) or to_epoch(run.start)
+            end = candidate.end or candidate.start
             if end is not None and (self.last_success_end is None or end > self.last_success_end):
                 self.last_success_end = end
 
@@ -208,6 +227,8 @@ def apply_collection(
         state.dirty_jobs.add(key)
         return existing
 
+    # Before job() marks them seen now.
+    returned = _returned(state, collection.jobs)
     for key in collection.jobs:
         job(key)
     for key, info in collection.job_info.items():
@@ -216,6 +237,9 @@ def apply_collection(
     finished = [r for r in collection.runs if r.status.finished]
     active = [r for r in collection.runs if not r.status.finished]
     finished.sort(key=lambda r: to_epoch(r.end) or to_epoch(r.start) or 0.0)
+    ceiling = (now + MAX_CLOCK_SKEW).timestamp()
+    # Before counting: which runs are new decides what the times prove.
+    clock_wrong = _vendor_clock_wrong(state, finished, active, ceiling)
 
     new_runs = 0
     for run in finished:
@@ -223,13 +247,14 @@ def apply_collection(
             # Seen before (overlapping polls, or a restart): counted already.
             job(run.job)
             continue
-        reference = to_epoch(run.end) or to_epoch(run.start) or now_ts
+        reference = _reference(run, now_ts)
         state.seen_runs[run.run_id] = reference
         state.new_seen[run.run_id] = reference
-        job(run.job).observe(run)
+        job(run.job).observe(run, ceiling)
         new_runs += 1
 
     _apply_active(state, active, now_ts, job)
+    holds = _update_holds(state, finished, active, now_ts - job_retention.total_seconds())
     for snapshot in collection.snapshots:
         snapshot_state = state.snapshots.get(snapshot.job)
         if snapshot_state is None:
@@ -238,7 +263,10 @@ def apply_collection(
         snapshot_state.observe(snapshot)
     state.repositories = {r.name: r for r in collection.repositories}
 
-    state.watermark = _next_watermark(state.watermark, finished, active, now)
+    if not clock_wrong:
+        state.watermark = _next_watermark(state.watermark, finished, holds, now)
+    if returned is not None and state.watermark is not None:
+        state.watermark = min(state.watermark, returned)
     expired = _expire(state, now_ts - job_retention.total_seconds())
     _prune_seen(state)
     return ApplyResult(new_runs=new_runs, new_jobs=tuple(new_jobs), expired_jobs=expired)
@@ -271,13 +299,87 @@ def _query_time(run: Run) -> float | None:
     return to_epoch(run.query_time or run.start)
 
 
-def _next_watermark(current: float | None, finished: list[Run], active: list[Run], now: datetime) -> float | None:
+def _capped(value: float | None, ceiling: float) -> float | None:
+    return None if value is None else min(value, ceiling)
+
+
+def _reference(run: Run, now_ts: float) -> float:
+    """What a seen run id is remembered by: its end (or start)."""
+    return to_epoch(run.end) or to_epoch(run.start) or now_ts
+
+
+def _vendor_clock_wrong(state: TargetState, finished: list[Run], active: list[Run], ceiling: float) -> bool:
+    """Whether this collection shows the vendor's clock moved since an earlier
+    poll, or ahead of ours by more than MAX_CLOCK_SKEW.
+
+    Moved: a run already seen whose time changed by more than MAX_CLOCK_SKEW,
+    as every known run's does when the vendor's clock jumps or is put right.
+    Ahead: a run in progress that started past `ceiling`. Queued runs do not
+    count (they may be scheduled ahead), nor do finished runs new to us: one
+    run with a nonsense time must not stop the watermark (it is kept out of
+    it, see _next_watermark).
+    """
+    tolerance = MAX_CLOCK_SKEW.total_seconds()
+    for run in finished:
+        seen = state.seen_runs.get(run.run_id)
+        if seen is not None and abs(_reference(run, seen) - seen) > tolerance:
+            return True
+    return any(
+        run.status is Status.RUNNING and (ts := to_epoch(run.start)) is not None and ts > ceiling for run in active
+    )
+
+
+def _returned(state: TargetState, listed: Iterable[JobKey]) -> float | None:
+    """When the vendor last listed the jobs of its inventory that it lists again
+    after leaving them out of one poll or more (a connector or job deleted,
+    hidden or out of reach for a while), if any: the next poll asks from there,
+    so that the runs they had meanwhile are counted too."""
+    previous_poll = max((job.last_seen for job in state.jobs.values()), default=None)
+    gone = [
+        state.jobs[key].last_seen
+        for key in listed
+        if key in state.jobs and previous_poll is not None and state.jobs[key].last_seen < previous_poll
+    ]
+    return min(gone, default=None)
+
+
+def _update_holds(state: TargetState, finished: list[Run], active: list[Run], horizon: float) -> list[float]:
+    """Record the runs in progress in their jobs' holds, release the runs seen
+    finished, forget holds older than `horizon`; every hold left."""
+    holder = {run_id: job for job in state.jobs.values() for run_id in job.holds}
+    for run in finished:
+        job = holder.pop(run.run_id, None)
+        if job is not None:
+            del job.holds[run.run_id]
+            state.dirty_jobs.add(job.key)
+    for run in active:
+        ts = _query_time(run)
+        if run.run_id in state.seen_runs or ts is None or run.job not in state.jobs:
+            continue
+        previous = holder.pop(run.run_id, None)
+        if previous is not None and previous.key != run.job:
+            del previous.holds[run.run_id]
+            state.dirty_jobs.add(previous.key)
+        job = state.jobs[run.job]
+        if job.holds.get(run.run_id) != ts:
+            job.holds[run.run_id] = ts
+            state.dirty_jobs.add(job.key)
+    # Left in `holder`: runs in progress at an earlier poll that this one did
+    # not list at all. Waited for, but not for ever.
+    for run_id, job in holder.items():
+        ts = job.holds[run_id]
+        if not isinstance(ts, int | float) or ts < horizon:
+            del job.holds[run_id]
+            state.dirty_jobs.add(job.key)
+    return [ts for job in state.jobs.values() for ts in job.holds.values()]
+
+
+def _next_watermark(current: float | None, finished: list[Run], holds: list[float], now: datetime) -> float | None:
     ceiling = (now + MAX_CLOCK_SKEW).timestamp()
     starts = [ts for r in finished if (ts := _query_time(r)) is not None and ts <= ceiling]
     candidate = max([*starts, *([current] if current is not None else [])], default=None)
-    active_starts = [ts for r in active if (ts := _query_time(r)) is not None]
-    if active_starts:
-        oldest_active = min(active_starts)
+    if holds:
+        oldest_active = min(holds)
         candidate = oldest_active if candidate is None else min(candidate, oldest_active)
     return candidate
 

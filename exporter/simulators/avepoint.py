@@ -14,6 +14,8 @@ Routes:
 - `GET /backup/m365/jobs`: the older shape (`{totalCount, jobs[], nextLink}`).
 - `POST /_sim/avepoint/expire` `{"after": N}`: the tokens issued so far stop
   working after N more jobs requests (0: at once); `GET` shows the countdown.
+- `GET|POST /_sim/data`: data faults (duplicate, reversed, skewed, re-classified
+  or hidden rows), see exporter/simulators/datafaults.py.
 
 Both jobs routes take `startTime`/`finishTime` (on the run's start),
 `objectType`, `jobType`, `jobState`, `location`, `pageIndex` and `pageSize`
@@ -52,8 +54,8 @@ import hashlib
 import hmac
 import math
 import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,6 +63,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from exporter.simulators.base import SimulatorSpec, create_sim_app, is_control, sim_now
+from exporter.simulators.datafaults import add_data_fault_routes, arranged, data_faults, doubled, prepare, vendor_now
 from exporter.timeutil import parse_timestamp
 
 DEMO_CLIENT_ID = "3f1c9a52-7d4e-4b8a-9c21-5e6f7a8b9c0d"
@@ -398,11 +401,13 @@ class AvePointDataset:
         start: datetime | None = None,
         finish: datetime | None = None,
         location: str | None = None,
+        runs: Sequence[SimRun] | None = None,
     ) -> list[SimRun]:
-        """The runs a jobs query returns, before paging; 0 means any."""
+        """The runs a jobs query returns, before paging; 0 means any. `runs`
+        (newest first) stands in for every run at `now`."""
         return [
             run
-            for run in self.runs(now)
+            for run in (self.runs(now) if runs is None else runs)
             if object_type in (0, run.object_type)
             and job_type in (0, run.job_type)
             and (job_state == 0 or STATES[job_state] == run.state(now))
@@ -650,14 +655,44 @@ def _next_link(request: web.Request, behaviour: Behaviour, page_index: int, more
     return str(url) if behaviour.paging == "absolute" else url.path_qs
 
 
+def _shifted_run(run: SimRun, skew: timedelta) -> SimRun:
+    return replace(run, started=run.started + skew, ends=run.ends + skew)
+
+
+def _flipped_run(run: SimRun) -> SimRun:
+    """Another final state: a finished run becomes failed, anything else finished."""
+    if run.outcome == FINISHED:
+        value, code = _BACKUP_ERRORS[1]
+        error = SimError(value, code, max(1, run.total - run.skipped))
+        return replace(run, outcome=FAILED, failed=run.total - run.skipped, errors=(error,))
+    return replace(run, outcome=FINISHED, failed=0, errors=())
+
+
+def _service_names(run: SimRun) -> tuple[str]:
+    return (OBJECT_TYPES[run.object_type],)
+
+
+def _vendor_runs(request: web.Request) -> list[SimRun]:
+    """Every run as the (possibly faulty) tenant holds it, newest first."""
+    return prepare(
+        data_faults(request),
+        request.app[DATASET].runs(sim_now(request)),
+        names=_service_names,
+        shift=_shifted_run,
+        flip=_flipped_run,
+    )
+
+
 async def _get_jobs(request: web.Request) -> web.Response:
     older = request.path == OLDER_PATH
     behaviour = request.app[BEHAVIOUR]
-    now = sim_now(request)
+    faults = data_faults(request)
+    now = vendor_now(request)
     params = _query(request)
     try:
         selected = request.app[DATASET].select(
             now,
+            runs=_vendor_runs(request),
             object_type=_enum(params, "objectType", OBJECT_TYPES),
             job_type=_enum(params, "jobType", JOB_TYPES),
             job_state=_enum(params, "jobState", STATES),
@@ -669,9 +704,10 @@ async def _get_jobs(request: web.Request) -> web.Response:
         page_index = _int(params, "pageIndex", behaviour.page_base, 0)
     except _BadRequest as exc:
         return _envelope_error(request, 400, str(exc))
+    selected = doubled(faults, selected)
     # A server counting from 1 takes 0 for the first page too.
     position = 0 if behaviour.paging == "stuck" else max(0, page_index - behaviour.page_base)
-    page = selected[position * size : (position + 1) * size]
+    page = arranged(faults, selected[position * size : (position + 1) * size])
     link = _next_link(request, behaviour, page_index, (position + 1) * size < len(selected))
     jobs = [_render_run(run, now, behaviour, older=older) for run in page]
     if older:
@@ -733,6 +769,7 @@ def create_app(
     app[TOKENS] = TokenStore(client_id, client_secret, token_lifetime)
     app[BEHAVIOUR] = Behaviour(paging=paging, detail_keys=detail_keys, page_base=page_base)
     app[SERIAL] = [0]
+    add_data_fault_routes(app)
     app.router.add_post(TOKEN_PATH, _post_token)
     app.router.add_get(CURRENT_PATH, _get_jobs)
     app.router.add_get(OLDER_PATH, _get_jobs)

@@ -51,6 +51,8 @@ Control routes besides the shared ones (`/_sim/fault`, `/_sim/clock`,
 - `POST /_sim/commvault/paging` `{"ignore_offset": bool, "shift": n}`: serve
   the first page whatever the offset header says; or drop the n newest jobs
   from the list on each later page request, as a list shrinking under a pager.
+- `GET|POST /_sim/data`: data faults (duplicate, reversed, skewed, re-classified
+  or hidden rows), see exporter/simulators/datafaults.py.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ import hmac
 import json
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -74,6 +76,14 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from exporter.simulators.base import SimulatorSpec, control_json, create_sim_app, is_control, sim_now
+from exporter.simulators.datafaults import (
+    add_data_fault_routes,
+    arranged,
+    data_faults,
+    doubled,
+    prepare,
+    vendor_now,
+)
 
 DEMO_USERNAME = "svc-backup-exporter"
 # Non-ASCII and base64's own characters: the client must encode the UTF-8.
@@ -809,6 +819,34 @@ def _header_int(request: web.Request, name: str, default: int) -> int | None:
     return value if value >= 0 else None
 
 
+def _job_names(job: SimJob) -> tuple[str, str]:
+    """What a hide fault may name: the client, or the job's `client/backupset/subclient`."""
+    plan = job.plan
+    return plan.client, f"{plan.client}/{plan.backupset}/{plan.subclient}"
+
+
+def _shifted_job(job: SimJob, skew: timedelta) -> SimJob:
+    return replace(job, submitted=job.submitted + skew, running_from=job.running_from + skew, ends=job.ends + skew)
+
+
+def _flipped_job(job: SimJob) -> SimJob:
+    """Another final status: a completed job becomes failed, anything else completed."""
+    if job.outcome == COMPLETED:
+        return replace(job, outcome="Failed", reason=_REASONS["Failed"])
+    return replace(job, outcome=COMPLETED, reason=None, failed_files=0)
+
+
+def _vendor_jobs(request: web.Request) -> list[SimJob]:
+    """Every job as the (possibly faulty) CommServe holds it, newest first."""
+    return prepare(
+        data_faults(request),
+        request.app[DATASET].jobs(sim_now(request)),
+        names=_job_names,
+        shift=_shifted_job,
+        flip=_flipped_job,
+    )
+
+
 def _selected(request: web.Request, now: datetime) -> list[SimJob] | str:
     """The jobs the query asks for, newest first; a message when it is invalid."""
     query = request.query
@@ -823,7 +861,7 @@ def _selected(request: web.Request, now: datetime) -> list[SimJob] | str:
     types = {"_".join(t.lower().split()) for t in type_filter.split(",") if t.strip()}
     client_id = query.get("clientId")
     found = []
-    for job in request.app[DATASET].jobs(now):
+    for job in _vendor_jobs(request):
         finished = job.finished(now)
         if finished and (category == "active" or job.ends < now - timedelta(seconds=lookup)):
             continue
@@ -838,9 +876,10 @@ def _selected(request: web.Request, now: datetime) -> list[SimJob] | str:
 
 
 async def _get_jobs(request: web.Request) -> web.Response:
-    now = sim_now(request)
-    if not request.app[SESSIONS].accept(request.headers.get("Authtoken"), now):
+    # Tokens idle out on the real clock; jobs are told in the vendor's.
+    if not request.app[SESSIONS].accept(request.headers.get("Authtoken"), sim_now(request)):
         return _access_denied()
+    now = vendor_now(request)
     error = request.app[ERRORS].take()
     if error is not None:
         return _render_error(error, _wants_xml(request))
@@ -851,6 +890,8 @@ async def _get_jobs(request: web.Request) -> web.Response:
     selected = _selected(request, now)
     if isinstance(selected, str):
         return _bad_input(request, selected)
+    faults = data_faults(request)
+    selected = doubled(faults, selected)
     paging = request.app[PAGING]
     if paging.ignore_offset:
         offset = 0
@@ -859,17 +900,16 @@ async def _get_jobs(request: web.Request) -> web.Response:
     else:
         paging.later_pages += 1
         selected = selected[paging.shift * paging.later_pages :]
-    page = selected[offset : offset + limit]
+    page = arranged(faults, selected[offset : offset + limit])
     return _render_jobs(request, [_summary(job, now) for job in page], len(selected), offset)
 
 
 async def _get_job(request: web.Request) -> web.Response:
-    now = sim_now(request)
-    if not request.app[SESSIONS].accept(request.headers.get("Authtoken"), now):
+    if not request.app[SESSIONS].accept(request.headers.get("Authtoken"), sim_now(request)):
         return _access_denied()
+    now = vendor_now(request)
     wanted = request.match_info["jobId"]
-    dataset = request.app[DATASET]
-    jobs = [_summary(job, now) for job in dataset.jobs(now) if str(job.job_id) == wanted]
+    jobs = [_summary(job, now) for job in _vendor_jobs(request) if str(job.job_id) == wanted]
     return _render_jobs(request, jobs, len(jobs), 0)
 
 
@@ -892,7 +932,8 @@ async def _server_date(request: web.Request, handler: Handler) -> web.StreamResp
     """The Date header from the simulated clock, as a server whose clock that is."""
     response = await handler(request)
     if not is_control(request):
-        response.headers["Date"] = format_datetime(sim_now(request), usegmt=True)
+        # A CommServe whose clock is ahead says so in its Date header too.
+        response.headers["Date"] = format_datetime(vendor_now(request), usegmt=True)
     return response
 
 
@@ -981,6 +1022,7 @@ def create_app(
     app[PAGING] = PagingSwitch()
     app[WRAPPED_JSON] = wrapped_json
     app[CREDENTIALS] = (username, password)
+    add_data_fault_routes(app)
     for base in BASES:
         app.router.add_post(base + "/Login", _login)
         app.router.add_post(base + "/RenewLoginToken", _renew)

@@ -22,6 +22,11 @@ a connector keeps its GUID and its outcome whatever the clock says.
 Payload quirks of the real API are reproduced: escaped execsummary XML, stray
 trailing spaces in `<tstamp>` and `<account>`, fractional seconds on some
 timestamps, a nested `<cloud>` inside a connector.
+
+Control routes besides the shared ones:
+
+- `GET|POST /_sim/data`: data faults (duplicate, reversed, skewed, re-classified
+  or hidden rows), see exporter/simulators/datafaults.py.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import hashlib
 import hmac
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.parsers.expat import ExpatError
@@ -43,6 +48,16 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from exporter.simulators.base import SimulatorSpec, create_sim_app, is_control, sim_now
+from exporter.simulators.datafaults import (
+    DataFaults,
+    add_data_fault_routes,
+    arranged,
+    data_faults,
+    doubled,
+    listed,
+    prepare,
+    vendor_now,
+)
 from exporter.timeutil import parse_timestamp
 
 DEMO_USERNAME = "demo-api-token@keepit"
@@ -629,9 +644,47 @@ def _dataset(request: web.Request) -> KeepitDataset:
 def _device_of(request: web.Request) -> tuple[KeepitDataset, Device]:
     dataset = _dataset(request)
     device = dataset.device(request.match_info["dev"])
-    if device is None:
+    if device is None or data_faults(request).hides(_device_names(device)):
         raise web.HTTPNotFound(text=NOT_FOUND_BODY, content_type="text/plain")
     return dataset, device
+
+
+def _device_names(device: Device) -> tuple[str, str]:
+    return device.name, device.guid
+
+
+def _shifted(job: SimJob, skew: timedelta) -> SimJob:
+    return replace(
+        job,
+        scheduled=job.scheduled + skew,
+        dispatched=job.dispatched + skew,
+        started=job.started + skew,
+        ends=job.ends + skew,
+    )
+
+
+def _flipped(job: SimJob) -> SimJob:
+    """Another outcome: a success becomes a failure, anything else a success."""
+    if job.outcome == "succeeded":
+        fail_reason, summary = _BACKUP_FAILURES[0]
+        return replace(job, outcome="failed", fail_reason=fail_reason, summary=summary)
+    return replace(job, outcome="succeeded", fail_reason=None, summary=None)
+
+
+def _device_jobs(request: web.Request, dataset: KeepitDataset, device: Device) -> tuple[list[SimJob], datetime]:
+    """The connector's jobs as the (possibly faulty) vendor holds them, and its now."""
+    jobs = prepare(
+        data_faults(request),
+        dataset.jobs(device, sim_now(request)),
+        names=lambda job: (),
+        shift=_shifted,
+        flip=_flipped,
+    )
+    return jobs, vendor_now(request)
+
+
+def _jobs_answer(faults: DataFaults, jobs: list[SimJob], now: datetime, *, fail_reason_stat: bool) -> web.Response:
+    return _xml(_render_jobs(arranged(faults, jobs), now, fail_reason_stat=fail_reason_stat))
 
 
 async def _get_self(request: web.Request) -> web.Response:
@@ -654,13 +707,18 @@ async def _get_account(request: web.Request) -> web.Response:
 async def _get_devices(request: web.Request) -> web.Response:
     dataset = _dataset(request)
     include_deleted = request.query.get("all") == "1"
-    clouds = [_render_device(d, dataset) for d in dataset.devices if include_deleted or not d.plan.deleted]
+    devices = listed(
+        data_faults(request),
+        [d for d in dataset.devices if include_deleted or not d.plan.deleted],
+        names=_device_names,
+    )
+    clouds = [_render_device(d, dataset) for d in devices]
     return _xml("<devices>\n" + "\n".join(clouds) + "\n</devices>\n")
 
 
 async def _put_jobs(request: web.Request) -> web.Response:
     dataset, device = _device_of(request)
-    now = sim_now(request)
+    jobs, now = _device_jobs(request, dataset, device)
     node = await _xml_body(request, "filter")
     start = _timestamp(node, "from-time", required=True)
     end = _timestamp(node, "to-time", required=False)
@@ -677,7 +735,7 @@ async def _put_jobs(request: web.Request) -> web.Response:
     stat_names = _values(stats, "name") if isinstance(stats, dict) else []
 
     selected = []
-    for job in dataset.jobs(device, now):
+    for job in jobs:
         finished = job.finished(now)
         if start is not None and job.scheduled < start:
             continue
@@ -693,18 +751,19 @@ async def _put_jobs(request: web.Request) -> web.Response:
         selected.append(job)
     if _flag(node, "reverse"):
         selected.reverse()
-    return _xml(_render_jobs(selected[:limit], now, fail_reason_stat="fail_reason" in stat_names))
+    faults = data_faults(request)
+    page = doubled(faults, selected)[:limit]
+    return _jobs_answer(faults, page, now, fail_reason_stat="fail_reason" in stat_names)
 
 
 async def _get_jobs(request: web.Request) -> web.Response:
     dataset, device = _device_of(request)
-    now = sim_now(request)
+    jobs, now = _device_jobs(request, dataset, device)
     active_only = request.headers.get("active-jobs-only", "false").strip().lower() == "true"
     recent = now - timedelta(hours=24)
-    jobs = [
-        job for job in dataset.jobs(device, now) if not job.finished(now) or (not active_only and job.ends >= recent)
-    ]
-    return _xml(_render_jobs(jobs, now, fail_reason_stat=False))
+    selected = [job for job in jobs if not job.finished(now) or (not active_only and job.ends >= recent)]
+    faults = data_faults(request)
+    return _jobs_answer(faults, doubled(faults, selected), now, fail_reason_stat=False)
 
 
 def _snapshots_in_range(
@@ -786,6 +845,7 @@ def create_app(
     """The simulator; `now` fixes its clock (else it follows wall time)."""
     app = create_sim_app(now=now, middlewares=[_auth_middleware(username, password)])
     app[DATASET] = KeepitDataset(seed, now or datetime.now(UTC))
+    add_data_fault_routes(app)
     devices = "/users/{acct}/devices"
     device = devices + "/{dev}"
     app.router.add_get("/users/", _get_self)

@@ -57,6 +57,8 @@ Control routes besides the shared ones (never faulted, counted nor authenticated
 - `GET /_sim/veeam/sessions`: live logon sessions, logons, logouts, expiries.
 - `GET|POST /_sim/veeam/paging`: `{"ignore_page": true}` answers page 1
   whatever page was asked for (a server repeating a page).
+- `GET|POST /_sim/data`: data faults (duplicate, reversed, skewed, re-classified
+  or hidden rows), see exporter/simulators/datafaults.py.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ import math
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
@@ -80,6 +82,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from exporter.simulators.base import SimulatorSpec, control_json, create_sim_app, is_control, sim_now
+from exporter.simulators.datafaults import (
+    DataFaults,
+    add_data_fault_routes,
+    arranged,
+    data_faults,
+    doubled,
+    prepare,
+    vendor_now,
+)
 from exporter.timeutil import parse_timestamp
 
 DEMO_USERNAME = "LAB\\svc-backup-exporter"
@@ -1042,33 +1053,77 @@ def _ref_json(entity: Entity) -> dict[str, Any]:
     return {"Links": [link.json() for link in entity.links], **_ref_attributes(entity)}
 
 
+def _shifted_stamp(stamp: Stamp, skew: timedelta) -> Stamp:
+    """The same instant `skew` later, written with as many fractional digits."""
+    fraction = stamp.text[20:-1] if stamp.text[19] == "." else ""
+    seventh = int(fraction[6]) if len(fraction) == 7 else 0
+    return _stamp(stamp.value + skew, len(fraction), seventh)
+
+
+def _shifted_session(session: SimSession, skew: timedelta) -> SimSession:
+    return replace(
+        session,
+        created=_shifted_stamp(session.created, skew),
+        ends=_shifted_stamp(session.ends, skew),
+        pause_at=None if session.pause_at is None else session.pause_at + skew,
+    )
+
+
+def _flipped_session(session: SimSession) -> SimSession:
+    """Another result: a success becomes a failure, anything else a success."""
+    if session.outcome == "Success":
+        return replace(session, outcome="Failed", message=_FAILURES[0])
+    return replace(session, outcome="Success", message=None, final_progress=100)
+
+
+def _session_names(session: SimSession) -> tuple[str]:
+    return (session.plan.name,)
+
+
+def _job_names(job: SimJob) -> tuple[str]:
+    return (job.plan.name,)
+
+
+def _query_rows(request: web.Request, kind: str, faults: DataFaults, now: datetime) -> tuple[list[Any], str]:
+    """The rows a query pages over (data faults applied), and their plural."""
+    dataset = request.app[DATASET]
+    if kind == "backupjobsession":
+        sessions = prepare(
+            faults,
+            dataset.sessions(sim_now(request)),
+            names=_session_names,
+            shift=_shifted_session,
+            flip=_flipped_session,
+        )
+        return doubled(faults, _select(request, sessions, _SESSION_FIELDS, now)), "BackupJobSessions"
+    if kind == "job":
+        jobs = [job for job in dataset.jobs(sim_now(request)) if not faults.hides(_job_names(job))]
+        return doubled(faults, _select(request, jobs, _JOB_FIELDS, now)), "Jobs"
+    if kind == "repository":
+        # Capacity is no run data: the skew leaves it alone.
+        repositories = dataset.repositories(sim_now(request))
+        return _select(request, repositories, _REPOSITORY_FIELDS, now), "Repositories"
+    raise QueryError(f"Unsupported query type: {request.query.get('type')}")
+
+
 async def _get_query(request: web.Request) -> web.Response:
     renderer = Renderer(request)
     dataset = request.app[DATASET]
     state = request.app[STATE]
-    now = sim_now(request)
+    faults = data_faults(request)
+    now = vendor_now(request)
     kind = request.query.get("type", "").lower()
     answer_format = request.query.get("format", "Refs").lower()
     try:
         if answer_format not in ("refs", "entities"):
             raise QueryError(f"Unsupported format: {request.query.get('format')}")
-        if kind == "backupjobsession":
-            rows = _select(request, dataset.sessions(now), _SESSION_FIELDS, now)
-            plural = "BackupJobSessions"
-        elif kind == "job":
-            rows = _select(request, dataset.jobs(now), _JOB_FIELDS, now)
-            plural = "Jobs"
-        elif kind == "repository":
-            rows = _select(request, dataset.repositories(now), _REPOSITORY_FIELDS, now)
-            plural = "Repositories"
-        else:
-            raise QueryError(f"Unsupported query type: {request.query.get('type')}")
+        rows, plural = _query_rows(request, kind, faults, now)
         size = _query_int(request, "pageSize", state.default_page_size)
         page = 1 if state.ignore_page else _query_int(request, "page", 1)
     except QueryError as exc:
         return renderer.error(400, str(exc))
     count = math.ceil(len(rows) / size)
-    shown = rows[(page - 1) * size : page * size]
+    shown = arranged(faults, rows[(page - 1) * size : page * size])
     if plural == "Repositories":
         entities = [_repository_entity(renderer, dataset, row) for row in shown]
     elif plural == "Jobs":
@@ -1270,6 +1325,7 @@ def create_app(
     app = create_sim_app(now=now, middlewares=[_session_middleware()])
     app[DATASET] = VeeamDataset(seed, now or datetime.now(UTC))
     app[STATE] = EmState(username, password, json_style, bom, default_page_size)
+    add_data_fault_routes(app)
     app.router.add_get("/api", _get_root)
     app.router.add_get("/api/", _get_root)
     app.router.add_post("/api/sessionMngr/", _post_logon)
