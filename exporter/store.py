@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.model import JobKey, Status
-from exporter.state import JobState, LastRun, SnapshotState, TargetState
+from exporter.state import DURATION_BUCKETS, JobState, LastRun, SnapshotState, TargetState
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,27 @@ CREATE TABLE IF NOT EXISTS seen_runs (
 
 class StoreError(Exception):
     pass
+
+
+class _NotOurs(sqlite3.DatabaseError):
+    """A readable SQLite file that is not this exporter's state (or is damaged)."""
+
+
+# SQLite's result codes for a file that is damaged or no database at all. Any
+# other failure (locked, read-only, disk full, no permission) is about the
+# surroundings: moving the file aside would not help and could hide a healthy
+# state from the exporter that comes next.
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+def _unusable(exc: Exception) -> bool:
+    if isinstance(exc, _NotOurs):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return True  # a value in the file we cannot make sense of
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
 class Store:
@@ -93,33 +114,57 @@ class Store:
         try:
             self._conn = self._connect()
         except sqlite3.DatabaseError as exc:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            log.error(
-                "state database is unreadable or not ours; moved aside, starting with empty state",
-                extra={"path": str(self.path), "moved_to": str(aside), "error": str(exc)},
-            )
-            for suffix in ("", "-wal", "-shm"):
-                source = Path(str(self.path) + suffix)
-                if source.exists():
-                    source.rename(Path(str(aside) + suffix))
+            # A directory or device where the file should be is no database either.
+            not_a_file = self.path.exists() and not self.path.is_file()
+            if not (_unusable(exc) or not_a_file):
+                raise StoreError(f"cannot open the state database {self.path}: {exc}") from exc
+            self._move_aside(exc)
             self._conn = self._connect()
+
+    def _move_aside(self, exc: Exception) -> None:
+        """Keep an unusable file for inspection (never delete what may be an
+        operator's data) and make room for an empty database."""
+        aside = self._aside_path()
+        log.error(
+            "state database is unreadable or not ours; moved aside, starting with empty state",
+            extra={"path": str(self.path), "moved_to": str(aside), "error": str(exc)},
+        )
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.path) + suffix)
+            if source.exists():
+                source.rename(Path(str(aside) + suffix))
+
+    def _aside_path(self) -> Path:
+        # A second bad file within the same second must not replace the first.
+        stamp = int(time.time())
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        serial = 1
+        while any(Path(str(aside) + suffix).exists() for suffix in ("", "-wal", "-shm")):
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{serial}")
+            serial += 1
+        return aside
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            # Identify the file before changing anything in it: a foreign
+            # database is moved aside as it was, not converted to WAL first.
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if tables and app_id != APPLICATION_ID:
-                raise sqlite3.DatabaseError(f"foreign database (application_id {app_id:#x})")
+                raise _NotOurs(f"foreign database (application_id {app_id:#x})")
             if tables and version != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"unknown schema version {version}")
+                raise _NotOurs(f"unknown schema version {version}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
             conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            conn.execute("PRAGMA quick_check").fetchone()
+            if app_id != APPLICATION_ID or version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise _NotOurs(f"quick_check: {'; '.join(str(p) for p in problems[:3])}")
         except sqlite3.DatabaseError:
             conn.close()
             raise
@@ -131,20 +176,36 @@ class Store:
             self._conn = None
 
     def _load_sync(self) -> dict[str, TargetState]:
+        try:
+            return self._read_states()
+        except (sqlite3.DatabaseError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            # A row we cannot read (a damaged page, a hand edit, a bad
+            # downgrade) would otherwise stop the exporter from ever starting.
+            if isinstance(exc, sqlite3.DatabaseError) and not _unusable(exc):
+                raise StoreError(f"reading the state database {self.path}: {exc}") from exc
+            self._close_sync()
+            self._move_aside(exc)
+            self._conn = self._connect()
+            return {}
+
+    def _read_states(self) -> dict[str, TargetState]:
         conn = self._require()
         states: dict[str, TargetState] = {}
         for target, watermark, last_success, snapshots in conn.execute(
             "SELECT target, watermark, last_success, snapshots FROM targets"
         ):
-            state = states[target] = TargetState(name=target, watermark=watermark, last_success=last_success)
+            state = states[target] = TargetState(
+                name=_text(target), watermark=_epoch(watermark), last_success=_epoch(last_success)
+            )
             for raw in json.loads(snapshots):
                 snapshot = _snapshot_from_dict(raw)
                 state.snapshots[snapshot.key] = snapshot
         for target, data in conn.execute("SELECT target, data FROM jobs"):
             job = _job_from_dict(json.loads(data))
-            states.setdefault(target, TargetState(name=target)).jobs[job.key] = job
+            states.setdefault(_text(target), TargetState(name=target)).jobs[job.key] = job
         for target, run_id, ts in conn.execute("SELECT target, run_id, ts FROM seen_runs"):
-            states.setdefault(target, TargetState(name=target)).seen_runs[run_id] = ts
+            seen = states.setdefault(_text(target), TargetState(name=target)).seen_runs
+            seen[_text(run_id)] = _number(ts)
         return states
 
     def _save_sync(self, payload: dict[str, Any]) -> None:
@@ -166,13 +227,15 @@ class Store:
                 "DELETE FROM jobs WHERE target=? AND job_name=? AND job_type=?",
                 [(target, name, type_) for name, type_ in payload["deleted_jobs"]],
             )
-            conn.executemany(
-                "INSERT OR REPLACE INTO seen_runs (target, run_id, ts) VALUES (?, ?, ?)",
-                [(target, run_id, ts) for run_id, ts in payload["new_seen"]],
-            )
+            # Deletes first: a run id pruned and then seen again before a
+            # write succeeded is remembered, as it is in memory.
             conn.executemany(
                 "DELETE FROM seen_runs WHERE target=? AND run_id=?",
                 [(target, run_id) for run_id in payload["pruned_seen"]],
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO seen_runs (target, run_id, ts) VALUES (?, ?, ?)",
+                [(target, run_id, ts) for run_id, ts in payload["new_seen"]],
             )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -220,7 +283,43 @@ def _job_from_dict(data: dict[str, Any]) -> JobState:
     if last is not None:
         last["status"] = Status(last["status"])
         job.last = LastRun(**last)
+    _check_job(job)
     return job
+
+
+def _check_job(job: JobState) -> None:
+    """Refuse, at load, values that would fail later inside a collection."""
+    _check_key(job.key)
+    if len(job.duration_buckets) != len(DURATION_BUCKETS) + 1:
+        raise ValueError(f"job {job.key.job_name!r} has {len(job.duration_buckets)} duration buckets")
+    if not all(isinstance(n, int) for n in (*job.duration_buckets, *job.runs_total.values())):
+        raise ValueError(f"job {job.key.job_name!r} has counters that are not integers")
+    for value in (job.last_seen, job.duration_sum, job.last_success_end, job.running_oldest_start):
+        _epoch(value)
+    if job.last is not None:
+        for value in (job.last.start, job.last.end, job.last.duration):
+            _epoch(value)
+
+
+def _check_key(key: JobKey) -> None:
+    if not all(isinstance(part, str) for part in (key.job_name, key.job_type)):
+        raise ValueError(f"job key {key!r} is not two strings")
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, found {type(value).__name__}")
+    return value
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, found {type(value).__name__}")
+    return float(value)
+
+
+def _epoch(value: object) -> float | None:
+    return None if value is None else _number(value)
 
 
 def _snapshot_to_dict(snapshot: SnapshotState) -> dict[str, Any]:
@@ -231,4 +330,15 @@ def _snapshot_to_dict(snapshot: SnapshotState) -> dict[str, Any]:
 
 def _snapshot_from_dict(data: dict[str, Any]) -> SnapshotState:
     key = data.pop("key")
-    return SnapshotState(key=JobKey(*key), **data)
+    snapshot = SnapshotState(key=JobKey(*key), **data)
+    _check_key(snapshot.key)
+    for value in (
+        snapshot.last_seen,
+        snapshot.newest_timestamp,
+        snapshot.newest_size,
+        snapshot.previous_size,
+        snapshot.last_complete,
+        snapshot.last_partial,
+    ):
+        _epoch(value)
+    return snapshot

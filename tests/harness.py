@@ -180,3 +180,21 @@ def write_config(
 def unescape_label_value(value: str) -> str:
     """The label value as written in the exposition (`\\\\`, `\\"`, `\\n` escapes) back to the raw string."""
     return re.sub(r"\\(.)", lambda m: "\n" if m.group(1) == "n" else m.group(1), value)
+
+
+async def kill_exporter(process: ExporterProcess) -> int:
+    """SIGKILL: no shutdown code runs, as with `kill -9`, the OOM killer or a
+    node lost mid-write. Returns the exit code (-9)."""
+    assert process.proc is not None
+    process.proc.kill()
+    return await reap_exporter(process)
+
+
+async def reap_exporter(process: ExporterProcess) -> int:
+    """The exit code of an exporter that something else has signalled. (Not
+    `kill()` on a process that may be dead already: Popen polls before it
+    signals, reaping the child behind asyncio's back, which then reports 255.)"""
+    assert process.proc is not None
+    code = await process.proc.wait()
+    process._log.close()
+    return code
