@@ -44,12 +44,22 @@ def parse_timestamp(value: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-01:00 is a valid ISO string whose UTC instant
+        # lies past year 9999: no timestamp we can hold, so not a timestamp.
+        raise ValueError("timestamp out of range") from None
 
 
 def format_timestamp(value: datetime) -> str:
-    """Second-precision `YYYY-MM-DDTHH:MM:SSZ`, the form vendors document."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Second-precision `YYYY-MM-DDTHH:MM:SSZ`, the form vendors document.
+
+    Not strftime: glibc's %Y writes year 999 as `999`, which is no ISO 8601
+    (nor anything parse_timestamp reads back).
+    """
+    utc = value.astimezone(UTC)
+    return f"{utc.year:04d}-{utc:%m-%dT%H:%M:%S}Z"
 
 
 def parse_duration(value: str | int | float, *, anchor: datetime | None = None) -> timedelta:

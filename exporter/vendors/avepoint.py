@@ -62,7 +62,7 @@ from exporter.vendors.base import (
     TargetConfigError,
     VendorSpec,
 )
-from exporter.vendors.payload import load_json, short
+from exporter.vendors.payload import INT64_LIMIT, load_json, short
 
 if TYPE_CHECKING:
     from exporter.config import Secret, TargetConfig
@@ -222,7 +222,7 @@ def _count(value: Any, key: str, what: str) -> int | None:
         return None
     if isinstance(value, str) and _DIGITS.match(value.strip()):
         return int(value.strip())
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < INT64_LIMIT:
         raise ParseError(f"{what}: {key} is {short(repr(value), 40)}, expected a non-negative integer")
     return value
 
@@ -249,7 +249,8 @@ def _duration_seconds(node: Mapping[str, Any], what: str) -> float | None:
         hours = float(value)
     except (ValueError, OverflowError):
         raise ParseError(f"{what}: duration is {short(str(value), 40)!r}, expected hours") from None
-    if not math.isfinite(hours) or hours < 0:
+    # 1e308 hours is a finite number of hours but infinitely many seconds.
+    if not math.isfinite(hours * 3600) or hours < 0:
         raise ParseError(f"{what}: duration is {short(str(value), 40)!r}, expected hours")
     # Three decimals of hours are 3.6 s; the rounding only drops float noise.
     return round(hours * 3600, 3)

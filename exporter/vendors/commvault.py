@@ -64,7 +64,7 @@ from exporter.vendors.base import (
     TargetConfigError,
     VendorSpec,
 )
-from exporter.vendors.payload import load_json, load_xml, short
+from exporter.vendors.payload import INT64_LIMIT, load_json, load_xml, short
 
 if TYPE_CHECKING:
     from exporter.config import Secret, TargetConfig
@@ -293,6 +293,8 @@ def _int(node: Mapping[str, Any], key: str, what: str) -> int | None:
         number = int(number)
     if number < 0:
         raise ParseError(f"{what}: {key} is negative ({number})")
+    if number >= INT64_LIMIT:
+        raise ParseError(f"{what}: {key} is {short(str(number), 40)}, out of the Int64 range")
     return number
 
 
@@ -340,12 +342,14 @@ def _entries(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _api_error(node: Mapping[str, Any], what: str) -> ApiError | None:
+def _api_error(node: Mapping[str, Any], what: str, *, outer: bool = True) -> ApiError | None:
     """The error a body reports: a non-zero `errorCode`, a non-empty `errList`,
-    or either inside an `error` object (JobDetails, RenewLoginToken)."""
-    nested = _field(node, "error")
+    or either inside an `error` object (JobDetails, RenewLoginToken). Only
+    one level of `error` is looked into: that is all the API nests, and an
+    XML body can nest thousands, past the interpreter's recursion limit."""
+    nested = _field(node, "error") if outer else None
     if isinstance(nested, dict):
-        inner = _api_error(nested, what)
+        inner = _api_error(nested, what, outer=False)
         if inner is not None:
             return inner
         message = _string(nested, "errLogMessage", what) or _string(nested, "errorMessage", what)
@@ -496,7 +500,10 @@ def _end(summary: Mapping[str, Any], start: datetime | None, elapsed: int | None
     if end is not None:
         return end
     if start is not None and elapsed:
-        return start + timedelta(seconds=elapsed)
+        try:
+            return start + timedelta(seconds=elapsed)
+        except OverflowError:
+            raise ParseError(f"{what}: jobStartTime + jobElapsedTime is past year 9999") from None
     return _epoch(summary, "lastUpdateTime", what)
 
 

@@ -32,7 +32,7 @@ from exporter.vendors.base import (
     TargetConfigError,
     VendorSpec,
 )
-from exporter.vendors.payload import load_xml, short
+from exporter.vendors.payload import INT64_LIMIT, load_xml, short
 
 if TYPE_CHECKING:
     from exporter.config import Secret, TargetConfig
@@ -46,6 +46,7 @@ SNAPSHOT_JOB_TYPE = "backup"
 _FORCE_LIST = ("job", "cloud", "backup", "stat")
 # Account and connector GUIDs end up in URL paths: refuse anything else.
 _ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,63}$")
+_DIGITS = re.compile(r"[0-9]{1,19}")
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 # Bounded queries reach this far past our now: scheduled runs due soon show as
@@ -289,15 +290,26 @@ def parse_history(body: bytes | str, connector_name: str) -> list[Snapshot]:
         timestamp = _timestamp(backup, "tstamp", what)
         if timestamp is None:
             raise ParseError(f"{what}: <backup> without <tstamp>")
-        size_text = _text(backup, "size", what)
-        try:
-            size = None if size_text is None else int(size_text)
-        except ValueError:
-            raise ParseError(f"{what}: <size> is {short(size_text or '', 40)!r}, not an integer") from None
         snapshots.append(
-            Snapshot(job=job, timestamp=timestamp, size_bytes=size, complete=_text(backup, "type", what) == "c")
+            Snapshot(
+                job=job,
+                timestamp=timestamp,
+                size_bytes=_size(backup, what),
+                complete=_text(backup, "type", what) == "c",
+            )
         )
     return snapshots
+
+
+def _size(backup: Mapping[str, Any], what: str) -> int | None:
+    """`<size>` in bytes. Plain ASCII digits only: int() would also take
+    `-5`, `1_000` or Arabic-Indic digits, none of which is a size."""
+    text = _text(backup, "size", what)
+    if text is None:
+        return None
+    if not _DIGITS.fullmatch(text) or int(text) >= INT64_LIMIT:
+        raise ParseError(f"{what}: <size> is {short(text, 40)!r}, not a size in bytes")
+    return int(text)
 
 
 def connector_info(connector: Connector) -> dict[str, str]:

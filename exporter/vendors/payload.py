@@ -15,6 +15,10 @@ import xmltodict
 
 from exporter.vendors.base import ParseError
 
+# Sizes and counts are Int64 at every vendor: a figure at or past this is
+# corrupt, not a size (and one past 1e308 cannot even be rendered as a sample).
+INT64_LIMIT = 2**63
+
 
 def short(text: str, limit: int = 80) -> str:
     """`text` on one line, cut to `limit` characters, for messages and reasons."""
@@ -63,7 +67,9 @@ def load_xml(
         options |= {"process_namespaces": True, "namespaces": dict(namespaces)}
     try:
         doc = xmltodict.parse(body, **options)
-    except (ExpatError, ValueError, TypeError, UnicodeError, RecursionError) as exc:
+    # LookupError: the XML declaration names an encoding Python does not
+    # know (`encoding="x-bogus"`) or one that is no text encoding ("rot13").
+    except (ExpatError, ValueError, TypeError, UnicodeError, LookupError, RecursionError) as exc:
         raise ParseError(f"{what}: malformed XML ({short(str(exc))})") from None
     if not isinstance(doc, dict) or not doc:
         raise ParseError(f"{what}: no root element")
