@@ -17,7 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from exporter import __version__
-from exporter.config import Config, ConfigError, describe, load_config, warn_world_readable
+from exporter.config import Config, ConfigError, describe, load_config, security_warnings, warn_world_readable
 from exporter.logs import LEVELS, RedactingFilter, setup_logging
 from exporter.redact import Redactor
 from exporter.server import create_app
@@ -91,9 +91,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _ConfigApplied:
+    """Called with each config put to use: at start (by _run_mode and again by
+    the service, with the same object) and after every successful reload."""
+
+    def __init__(self, redacting: RedactingFilter) -> None:
+        self._redacting = redacting
+        self._warned: Config | None = None
+
+    def __call__(self, config: Config) -> None:
+        self._redacting.redact = Redactor(config.secrets())
+        if config is self._warned:
+            return
+        # Once per load, never per poll: loud enough to be seen at start and
+        # after each reload, quiet enough not to drown the log.
+        self._warned = config
+        for target, warning in security_warnings(config):
+            log.warning(warning, extra={"target": target})
+
+
 async def _main(args: argparse.Namespace, redacting: RedactingFilter) -> int:
-    def on_config(config: Config) -> None:
-        redacting.redact = Redactor(config.secrets())
+    on_config = _ConfigApplied(redacting)
 
     if args.shard_count < 1 or not 0 <= args.shard_index < args.shard_count:
         print(
@@ -122,9 +140,13 @@ async def _main(args: argparse.Namespace, redacting: RedactingFilter) -> int:
         )
         return 1
 
-    if warning := warn_world_readable(config_path):
-        log.warning(warning)
-    return await _run_mode(args, sharded(lambda: load_config(config_path)), on_config)
+    def load() -> Config:
+        # At every load, reloads too: a chmod or an inline secret may come later.
+        if warning := warn_world_readable(config_path):
+            log.warning(warning)
+        return load_config(config_path)
+
+    return await _run_mode(args, sharded(load), on_config)
 
 
 async def _run_mode(args: argparse.Namespace, load: Callable[[], Config], on_config: Callable[[Config], None]) -> int:

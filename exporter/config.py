@@ -19,9 +19,11 @@ import copy
 import dataclasses
 import difflib
 import hashlib
+import ipaddress
 import json
 import os
 import re
+import ssl
 import stat
 import typing
 from collections.abc import Collection, Iterable, Mapping
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, quote_plus, urlsplit, urlunsplit
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -99,13 +101,16 @@ class TargetConfig:
 
     def secrets(self) -> list[str]:
         """Every secret value of this target, for redaction: raw, and in the
-        base64 forms that go over the wire (HTTP Basic, Commvault's login)."""
+        forms that go over the wire: base64 (HTTP Basic, Commvault's login) and
+        URL encoding (form bodies such as AvePoint's token request)."""
         values = [self.password.reveal()] if self.password else []
         values += [v.reveal() for v in self.options.values() if isinstance(v, Secret)]
         encoded = [base64.b64encode(v.encode()).decode() for v in values if v]
         if self.password and self.username:
             basic = f"{self.username}:{self.password.reveal()}".encode()
             encoded.append(base64.b64encode(basic).decode())
+        for value in values:
+            encoded += [form for form in dict.fromkeys((quote_plus(value), quote(value, safe=""))) if form != value]
         return [v for v in (*values, *encoded) if v]
 
 
@@ -299,6 +304,42 @@ def warn_world_readable(path: str | Path, *, vendors: Mapping[str, VendorSpec] |
 def describe(config: Config) -> str:
     """The `--check-config` summary: Config.describe(), one target per line."""
     return "\n".join(config.describe())
+
+
+def security_warnings(config: Config) -> list[tuple[str, str]]:
+    """(target name, warning) for each target whose settings expose its traffic,
+    credentials included: certificate verification off, or plain HTTP to
+    another machine. Valid settings, but nobody should have them unknowingly."""
+    warnings = []
+    for target in config.targets:
+        parts = urlsplit(target.url)
+        if target.tls.insecure_skip_verify:
+            warnings.append(
+                (
+                    target.name,
+                    f"target {target.name}: TLS certificate verification is OFF (tls.insecure_skip_verify: true): "
+                    f"anyone on the way to {parts.hostname} can pose as it and read the credentials; "
+                    "trust its certificate with tls.ca_file instead",
+                )
+            )
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            warnings.append(
+                (
+                    target.name,
+                    f"target {target.name}: url is plain http:// to {parts.hostname}: credentials and data "
+                    "cross the network unencrypted; use https://",
+                )
+            )
+    return warnings
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _registered_vendors() -> Mapping[str, VendorSpec]:
@@ -833,18 +874,37 @@ def _tls(target: _Section) -> TlsConfig:
     if section is None:
         return TlsConfig()
     section.check_keys(_TLS_KEYS)
-    ca_file = None
-    ca_text = section.string("ca_file")
-    if ca_text == "":
+    ca_file = _ca_file(section)
+    insecure = bool(section.boolean("insecure_skip_verify"))
+    if insecure and section.has("ca_file"):
+        # Verification off makes ca_file do nothing: one of them is a mistake.
+        section.ctx.error(section.location, "give either ca_file or insecure_skip_verify: true, not both")
+    return TlsConfig(ca_file=ca_file, insecure_skip_verify=insecure)
+
+
+def _ca_file(section: _Section) -> str | None:
+    """The path of a CA bundle that loads as the poller will load it; messages never quote its content."""
+    text = section.string("ca_file")
+    if text is None:
+        return None
+    if not text:
         section.error("ca_file", "must not be empty")
-    elif ca_text is not None:
-        path = section.ctx.resolve(ca_text)
-        try:
-            with path.open("rb"):
-                ca_file = str(path)
-        except OSError as exc:
-            section.error("ca_file", f"cannot read {path}: {exc.strerror or type(exc).__name__}")
-    return TlsConfig(ca_file=ca_file, insecure_skip_verify=bool(section.boolean("insecure_skip_verify")))
+        return None
+    path = section.ctx.resolve(text)
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except ssl.SSLError:
+        # Found at load, not at the first poll: a target that cannot verify its vendor is a config error.
+        section.error(
+            "ca_file",
+            f"{path} holds no valid PEM certificate (expected '-----BEGIN CERTIFICATE-----' blocks; "
+            "convert a DER file with: openssl x509 -inform der -in FILE -out FILE.pem)",
+        )
+        return None
+    except OSError as exc:
+        section.error("ca_file", f"cannot read {path}: {exc.strerror or type(exc).__name__}")
+        return None
+    return str(path)
 
 
 def _target_timing(section: _Section, global_: GlobalConfig, explicit_global_timeout: bool) -> dict[str, timedelta]:

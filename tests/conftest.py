@@ -86,3 +86,17 @@ def vendor_api_dir() -> Path:
     if not VENDOR_API_DIR.is_dir():
         pytest.fail(f"{VENDOR_API_DIR} not found: the tests need ../shared/vendor-api beside the checkout")
     return VENDOR_API_DIR
+
+
+# --- TLS test certificates ---------------------------------------------------
+
+from tests import certs  # noqa: E402 - this section was appended
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> certs.Pki:
+    """A test CA and the certificates it signed (tests/certs.py), made once per session."""
+    try:
+        return certs.make_pki(tmp_path_factory.mktemp("pki"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc))

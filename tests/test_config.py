@@ -28,6 +28,7 @@ from exporter.model import JobKey
 from exporter.vendors import VENDORS as REAL_VENDORS
 from exporter.vendors import keepit
 from exporter.vendors.base import VendorSpec
+from tests.certs import Pki
 
 TESTDATA = Path(__file__).parent / "testdata" / "config"
 EXAMPLE = Path(__file__).parents[1] / "config.yaml.example"
@@ -265,10 +266,10 @@ rpo_overrides:
 """
 
 
-def test_full_config(tmp_path: Path) -> None:
+def test_full_config(tmp_path: Path, pki: Pki) -> None:
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "keepit").write_text("p@ss word\n")
-    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "ca.pem").write_bytes(pki.ca.read_bytes())
     path = tmp_path / "config.yml"
     path.write_text(FULL)
     config = load_config(path, environ={"USER_NAME": "svc@acme", "CLIENT_SECRET": "cs"}, vendors=BOTH_VENDORS)
@@ -580,10 +581,10 @@ def test_world_readable_warning_ignores_unreadable_files(tmp_path: Path) -> None
 # --- the shipped example -----------------------------------------------------
 
 
-def test_example_config_loads(tmp_path: Path) -> None:
+def test_example_config_loads(tmp_path: Path, pki: Pki) -> None:
     """Loaded with the real vendor map, so the example cannot drift from the code."""
     shutil.copy(EXAMPLE, tmp_path / "config.yml")
-    (tmp_path / "corp-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "corp-ca.pem").write_bytes(pki.ca.read_bytes())
     credentials = tmp_path / "credentials"
     credentials.mkdir()
     for vendor in ("keepit", "veeam", "commvault", "avepoint"):

@@ -132,11 +132,70 @@ class RequestStats:
 
 
 def build_ssl_context(ca_file: str | None, insecure_skip_verify: bool) -> ssl.SSLContext | bool:
+    """aiohttp's `ssl` for a target: verification on against the system's CAs,
+    or against `ca_file` alone when given; off only when asked for."""
     if insecure_skip_verify:
         return False
-    if ca_file:
+    if not ca_file:
+        return True
+    try:
         return ssl.create_default_context(cafile=ca_file)
-    return True
+    except OSError as exc:  # ssl.SSLError is one
+        # The config loader checked the file, so it changed since. Never fall
+        # back to less verification: trust nothing, and say why.
+        log.error(
+            "cannot load tls.ca_file: no certificate will be trusted",
+            extra={"ca_file": ca_file, "error": exc.strerror or str(exc)},
+        )
+        return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+class TlsVerificationError(CollectionError):
+    """The vendor's certificate was refused. Not a ConnectionCollectionError, so
+    HttpClient does not retry it: it fails alike until the certificate or the
+    target's tls settings change."""
+
+    reason = "connection"
+
+
+# OpenSSL's X509_V_ERR_CERT_NOT_YET_VALID, _CERT_HAS_EXPIRED, _HOSTNAME_MISMATCH, _IP_ADDRESS_MISMATCH.
+_VERIFY_NOT_IN_VALIDITY = frozenset({9, 10})
+_VERIFY_NAME_MISMATCH = frozenset({62, 64})
+
+
+def _no_response_error(method: str, url: URL, exc: BaseException) -> CollectionError:
+    """The error of a request that got no response; TLS failures say so, and what to do."""
+    where = f"{method} {url.path}"
+    peer = f"{url.host}:{url.port}"
+    refused = _certificate_error(exc)
+    if refused is not None:
+        detail = (refused.verify_message or str(refused)).rstrip(".")
+        return TlsVerificationError(
+            f"{where}: TLS certificate verification failed for {peer}: {detail} ({_tls_hint(refused, url)})"
+        )
+    handshake = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(handshake, ssl.SSLError):
+        return ConnectionCollectionError(
+            f"{where}: TLS handshake with {peer} failed: {handshake} (does it serve https on this port?)"
+        )
+    # aiohttp's message carries host and errno only, never credentials.
+    return ConnectionCollectionError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause: BaseException = exc.certificate_error
+    else:
+        cause = exc
+    return cause if isinstance(cause, ssl.SSLCertVerificationError) else None
+
+
+def _tls_hint(refused: ssl.SSLCertVerificationError, url: URL) -> str:
+    if refused.verify_code in _VERIFY_NAME_MISMATCH:
+        return f"the certificate does not hold the name {url.host}: use a name it holds in the URL"
+    if refused.verify_code in _VERIFY_NOT_IN_VALIDITY:
+        return "the vendor's certificate is outside its validity period, or this machine's clock is wrong"
+    return "set the target's tls.ca_file to a PEM file holding the CA certificate that issued it"
 
 
 class HttpClient:
@@ -277,8 +336,7 @@ class HttpClient:
                 return Response(resp.status, CIMultiDict(resp.headers), body, str(resp.url))
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
             self.stats.by_code["error"] += 1
-            # aiohttp's message carries host and errno only, never credentials.
-            raise ConnectionCollectionError(f"{method} {url.path}: {type(exc).__name__}: {exc}") from exc
+            raise _no_response_error(method, url, exc) from exc
         except aiohttp.ClientResponseError as exc:
             self.stats.by_code["error"] += 1
             raise HTTPStatusError(f"{method} {url.path}: {exc.message}", exc.status) from exc

@@ -103,7 +103,7 @@ from exporter.vendors.base import (
     TargetConfigError,
     VendorSpec,
 )
-from exporter.vendors.payload import load_json, load_xml, short
+from exporter.vendors.payload import INT64_LIMIT, load_json, load_xml, short
 
 if TYPE_CHECKING:
     from exporter.config import Secret, TargetConfig
@@ -122,6 +122,8 @@ IDLE_LOGON_SECONDS = 14 * 60
 _FORCE_LIST = ("BackupJobSession", "Job", "Repository", "Link", "Ref")
 # A SessionId ends up in the logout URL path: refuse anything but a GUID-like id.
 _SESSION_ID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
+# ASCII digits only: int() also takes "1_000" and other scripts' digits.
+_INTEGER = re.compile(r"[-+]?[0-9]{1,20}")
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _RESULTS: Mapping[str, Status] = {"success": Status.SUCCESS, "warning": Status.WARNING, "failed": Status.FAILED}
 _BOM = "\ufeff"
@@ -282,18 +284,23 @@ def _text(node: Mapping[str, Any], key: str, what: str) -> str | None:
 
 
 def _integer(node: Mapping[str, Any], key: str, what: str) -> int | None:
+    """An Int64 (what EM's schema declares), from JSON or XML text."""
     value = node.get(key)
+    number: int
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    text = _text(node, key, what)
-    if text is None:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise ParseError(f"{what}: {key} is {short(text, 40)!r}, not an integer") from None
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    else:
+        text = _text(node, key, what)
+        if text is None:
+            return None
+        if not _INTEGER.fullmatch(text):
+            raise ParseError(f"{what}: {key} is {short(text, 40)!r}, not an integer")
+        number = int(text)
+    if not -INT64_LIMIT <= number < INT64_LIMIT:
+        raise ParseError(f"{what}: {key} is {short(str(number), 40)}, out of the Int64 range")
+    return number
 
 
 def _number(node: Mapping[str, Any], key: str, what: str) -> float | None:
@@ -749,7 +756,7 @@ class _SessionAuth:
                 ok=lambda status: True,
             )
         except Exception as exc:
-            log.debug("veeam logout failed: %s", exc)
+            log.debug("veeam logout failed: %s", type(exc).__name__)
 
 
 @dataclass
