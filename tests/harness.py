@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -198,3 +199,40 @@ async def reap_exporter(process: ExporterProcess) -> int:
     code = await process.proc.wait()
     process._log.close()
     return code
+
+
+_PROJECT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+async def run_cli(*args: str, cwd: Path, within: float = 60) -> CliResult:
+    """Run the exporter to completion without blocking the event loop (a
+    simulator it talks to may be served by this same loop)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "exporter",
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(_PROJECT), "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), within)  # a hang guard only
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError(f"exporter {' '.join(args)} did not exit within {within}s") from None
+    assert proc.returncode is not None
+    return CliResult(proc.returncode, stdout.decode(), stderr.decode())

@@ -11,15 +11,11 @@ HTTP Basic's user:secret, URL encoding, HTML and JSON escaping), in the log,
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import html
 import json
-import os
 import signal
-import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +29,7 @@ from exporter.config import load_config
 from exporter.redact import Redactor
 from exporter.simulators import SIMULATORS, avepoint, commvault, keepit, veeam
 from exporter.vendors import VENDORS
-from tests.harness import ExporterProcess, select, server_url, sim_post, write_config
+from tests.harness import ExporterProcess, run_cli, select, server_url, sim_post, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -260,33 +256,6 @@ def test_redaction_covers_every_wire_form(tmp_path: Path, secret_env: None) -> N
 
 
 # --- --check-config ---------------------------------------------------------------------
-
-
-@dataclass
-class CliResult:
-    code: int
-    output: str  # stdout and stderr
-
-
-async def run_cli(*args: str, cwd: Path) -> CliResult:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        *args,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(PROJECT)},
-    )
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(), 60)  # a hang guard only
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return CliResult(proc.returncode, output.decode())
 
 
 def deployed_targets(tmp_path: Path) -> list[dict[str, Any]]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import ssl
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +28,7 @@ from exporter.state import TargetHealth, TargetState
 from exporter.store import Store
 from exporter.vendors import VENDORS
 from tests.certs import KeyPair, Pki
-from tests.harness import ExporterProcess, parse_exposition, select, write_config
+from tests.harness import ExporterProcess, parse_exposition, run_cli, select, write_config
 
 NOW = datetime.now(UTC)
 VENDOR_NAMES = sorted(SIMULATORS)
@@ -284,34 +282,6 @@ def test_plain_http_off_this_machine_is_warned_about(url: str, warned: bool) -> 
 
 
 # --- the exporter process --------------------------------------------------------------
-
-
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-
-async def run_cli(*args: str, cwd: Path) -> CliResult:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        *args,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(PROJECT)},
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)  # a hang guard only
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return CliResult(proc.returncode, stdout.decode(), stderr.decode())
 
 
 def insecure_warnings(log: str, target: str) -> list[str]:
