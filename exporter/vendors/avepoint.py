@@ -40,6 +40,7 @@ running otherwise; the client logs each such state once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import re
@@ -128,8 +129,14 @@ _STATE_NUMBERS: Mapping[int, str] = {
     5: "Partially Finished",
 }
 
+# Per item state of the model, the backupDetails keys that carry it, in order.
+_ITEM_KEYS: tuple[tuple[str, tuple[str, str]], ...] = tuple(
+    (state, (f"{state}count", f"{state}number")) for state in ("total", "successful", "failed", "skipped")
+)
+
 # Bound of Run.reason (the metrics cut at 120, too).
 _REASON_MAX = 120
+_STATE_SEPARATORS = re.compile(r"[\s_-]+")
 _LOCATION = re.compile(r"^[A-Za-z]{2,32}$")
 _ERROR_CODE = re.compile(r"^[a-z_]{1,40}$")
 # ASCII only: str.isdigit() also takes "²", which int() refuses.
@@ -220,6 +227,8 @@ def _count(value: Any, key: str, what: str) -> int | None:
     """A non-negative integer, also as a string of digits; None when null."""
     if value is None:
         return None
+    if type(value) is int and 0 <= value < INT64_LIMIT:
+        return value
     if isinstance(value, str) and _DIGITS.match(value.strip()):
         return int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < INT64_LIMIT:
@@ -256,8 +265,10 @@ def _duration_seconds(node: Mapping[str, Any], what: str) -> float | None:
     return round(hours * 3600, 3)
 
 
+@functools.lru_cache(maxsize=256)
 def _state_key(state: str) -> str:
-    return re.sub(r"[\s_-]+", "", state).lower()
+    # Cached: a tenant has a handful of state strings and thousands of runs.
+    return _STATE_SEPARATORS.sub("", state).lower()
 
 
 def map_state(state: str | int, *, finished: bool) -> tuple[Status, bool]:
@@ -305,8 +316,8 @@ def _items(node: Mapping[str, Any], what: str) -> dict[str, int]:
         return {}
     details = _object(raw, f"{what}: backupDetails")
     items: dict[str, int] = {}
-    for state in ("total", "successful", "failed", "skipped"):
-        for key in (f"{state}count", f"{state}number"):
+    for state, keys in _ITEM_KEYS:
+        for key in keys:
             value = _count(details.get(key), key, what)
             if value is not None:
                 items[state] = value
@@ -353,8 +364,9 @@ def _fallback_reason(state: str | int, items: Mapping[str, int]) -> str:
 
 def parse_job(node: Any, job: JobKey) -> tuple[Run, str | None]:
     """One job item as a Run of `job`, and its state if it is not a documented one."""
-    item = _object(node, f"avepoint {job.job_name} {job.job_type} jobs")
-    run_id = _run_id(item, f"avepoint {job.job_name} {job.job_type} jobs")
+    where = f"avepoint {job.job_name} {job.job_type} jobs"
+    item = _object(node, where)
+    run_id = _run_id(item, where)
     what = f"avepoint job {short(run_id, 40)}"
     state = _state(item, what)
     end = _timestamp(item, "finishtime", what)

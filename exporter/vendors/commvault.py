@@ -97,6 +97,9 @@ _AUTH_WORDS = (
     "authentication",
 )
 _FORCE_LIST = ("jobs", "jobSummary", "errList")
+# The exact types of a JSON value or an XML text, which _scalar returns as they are.
+_PLAIN = frozenset({str, int, float, bool})
+_ABSENT = object()
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 # A token goes into a header: printable ASCII after the QSDK prefix, no spaces.
@@ -242,6 +245,10 @@ def _field(node: Mapping[str, Any], key: str) -> Any:
 
 
 def _scalar(node: Mapping[str, Any], key: str, what: str) -> str | int | float | bool | None:
+    value = node.get(key, _ABSENT)
+    if type(value) in _PLAIN and "@" + key not in node:
+        # The common case first (a JSON member, a value): what _field finds.
+        return value  # type: ignore[no-any-return]
     if key in node and "@" + key in node:
         raise ParseError(f"{what}: {key} is both an attribute and an element")
     value = _field(node, key)
@@ -271,6 +278,8 @@ def _string(node: Mapping[str, Any], key: str, what: str) -> str | None:
 def _int(node: Mapping[str, Any], key: str, what: str) -> int | None:
     """A non-negative integer from a JSON number or a string ("12", "12.0")."""
     value = _scalar(node, key, what)
+    if type(value) is int and 0 <= value < INT64_LIMIT:
+        return value
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):
@@ -492,13 +501,14 @@ def _items(summary: Mapping[str, Any], what: str) -> dict[str, int]:
     return items
 
 
-def _end(summary: Mapping[str, Any], start: datetime | None, elapsed: int | None, what: str) -> datetime | None:
-    """jobEndTime; else start + jobElapsedTime (a lower bound: never later than
-    the real end, so an RPO alert is never late); else lastUpdateTime. The
-    documented XML example has no jobEndTime at all."""
-    end = _epoch(summary, "jobEndTime", what)
-    if end is not None:
-        return end
+def _end(
+    summary: Mapping[str, Any], job_end: datetime | None, start: datetime | None, elapsed: int | None, what: str
+) -> datetime | None:
+    """jobEndTime (`job_end`); else start + jobElapsedTime (a lower bound:
+    never later than the real end, so an RPO alert is never late); else
+    lastUpdateTime. The documented XML example has no jobEndTime at all."""
+    if job_end is not None:
+        return job_end
     if start is not None and elapsed:
         try:
             return start + timedelta(seconds=elapsed)
@@ -521,11 +531,11 @@ def parse_job(summary: Mapping[str, Any]) -> JobRow:
         raise ParseError(f"{what}: no jobType")
     start = _epoch(summary, "jobStartTime", what)
     elapsed = _int(summary, "jobElapsedTime", what)
-    has_end = _epoch(summary, "jobEndTime", what) is not None
-    status, known = map_status(raw_status, has_end=has_end)
+    job_end = _epoch(summary, "jobEndTime", what)
+    status, known = map_status(raw_status, has_end=job_end is not None)
     info, name = _names(summary, what)
     finished = status.finished
-    end = _end(summary, start, elapsed, what) if finished else None
+    end = _end(summary, job_end, start, elapsed, what) if finished else None
     percent = _float(summary, "percentComplete", what)
     run = Run(
         run_id=str(job_id),

@@ -102,6 +102,9 @@ def _children(content: Any, name: str, what: str) -> list[dict[str, Any]]:
 def _text(node: Mapping[str, Any], key: str, what: str) -> str | None:
     """The stripped text of child `<key>`; None when absent or empty."""
     value = node.get(key)
+    if type(value) is str:
+        # The common case first: an element holding text.
+        return value.strip() or None
     if isinstance(value, dict):
         # An element with attributes; an element with child elements is not a value.
         if any(not k.startswith("@") and k != "#text" for k in value):

@@ -83,6 +83,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import math
 import re
@@ -267,6 +268,9 @@ def _fold(node: Any, what: str) -> dict[str, Any]:
 def _text(node: Mapping[str, Any], key: str, what: str) -> str | None:
     """The stripped text of field `key` (folded); None when absent, null or empty."""
     value = node.get(key)
+    if type(value) is str:
+        # The common case first: a plain value.
+        return value.strip() or None
     if isinstance(value, dict):
         # An XML element with attributes; one with child elements is not a value.
         if any(not k.startswith("@") and k != "#text" for k in value):
@@ -402,6 +406,7 @@ def _backup_server(node: Mapping[str, Any], what: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=256)
 def job_type_of(value: str) -> str:
     """JobType in snake_case: ImmediateBackupCopy -> immediate_backup_copy."""
     words = re.split(r"[\s_-]+", value.strip())
