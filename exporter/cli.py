@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from exporter import __version__
+from exporter.allocator import pin_mmap_threshold
 from exporter.config import Config, ConfigError, describe, load_config, security_warnings, warn_world_readable
 from exporter.logs import LEVELS, RedactingFilter, setup_logging
 from exporter.redact import Redactor
@@ -83,6 +84,7 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    pin_mmap_threshold()
     # Secrets are known only once the config is loaded; the filter is updated then.
     redacting = setup_logging(args.log_level, args.log_format, Redactor([]))
     try:
