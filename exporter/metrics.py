@@ -17,12 +17,15 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from exporter.config import TargetConfig
-from exporter.exposition import Family, FragmentWriter
+from exporter.exposition import Family, FragmentWriter, format_labels, with_label
 from exporter.model import FINISHED_STATUSES, ITEM_STATES, JobKey, Status
 from exporter.state import DURATION_BUCKETS, JobState, TargetHealth, TargetState
 from exporter.vendors.base import ERROR_REASONS
 
 FAILURE_REASON_MAX = 120
+
+# The `le` label values of the duration histogram, +Inf last.
+_BUCKET_LE: tuple[str, ...] = (*(f"{float(bound)}" for bound in DURATION_BUCKETS), "+Inf")
 
 _CACHED = " Cached from the last successful poll of the target."
 
@@ -195,44 +198,45 @@ def render_target(
 
 
 def _render_job(out: FragmentWriter, labels: Labels, job: JobState, rpo: timedelta | None, now: float) -> None:
+    # Escaped once: every series of the job shares these labels.
+    text = format_labels(labels)
     last = job.last
     if last is not None:
         for status in FINISHED_STATUSES:
-            out.sample(JOB_LAST_STATUS, [*labels, ("status", status.value)], 1 if last.status is status else 0)
+            out.line(JOB_LAST_STATUS, with_label(text, "status", status.value), 1 if last.status is status else 0)
         if last.start is not None:
-            out.sample(JOB_LAST_START, labels, last.start)
+            out.line(JOB_LAST_START, text, last.start)
         if last.end is not None:
-            out.sample(JOB_LAST_END, labels, last.end)
+            out.line(JOB_LAST_END, text, last.end)
         if last.duration is not None:
-            out.sample(JOB_LAST_DURATION, labels, last.duration)
+            out.line(JOB_LAST_DURATION, text, last.duration)
         if last.processed_bytes is not None:
-            out.sample(JOB_LAST_PROCESSED, labels, last.processed_bytes)
+            out.line(JOB_LAST_PROCESSED, text, last.processed_bytes)
         if last.stored_bytes is not None:
-            out.sample(JOB_LAST_STORED, labels, last.stored_bytes)
+            out.line(JOB_LAST_STORED, text, last.stored_bytes)
         for state in ITEM_STATES:
             if state in last.items:
-                out.sample(JOB_LAST_ITEMS, [*labels, ("state", state)], last.items[state])
+                out.line(JOB_LAST_ITEMS, with_label(text, "state", state), last.items[state])
         if last.status in (Status.FAILED, Status.WARNING):
             reason = " ".join((last.reason or "unknown").split())[:FAILURE_REASON_MAX]
-            out.sample(JOB_FAILURE_INFO, [*labels, ("reason", reason)], 1)
+            out.line(JOB_FAILURE_INFO, with_label(text, "reason", reason), 1)
     if job.last_success_end is not None:
-        out.sample(JOB_LAST_SUCCESS, labels, job.last_success_end)
+        out.line(JOB_LAST_SUCCESS, text, job.last_success_end)
     for status in FINISHED_STATUSES:
-        out.sample(JOB_RUNS_TOTAL, [*labels, ("status", status.value)], job.runs_total.get(status.value, 0))
+        out.line(JOB_RUNS_TOTAL, with_label(text, "status", status.value), job.runs_total.get(status.value, 0))
     cumulative = 0
-    for bound, count in zip((*DURATION_BUCKETS, float("inf")), job.duration_buckets, strict=True):
+    for le, count in zip(_BUCKET_LE, job.duration_buckets, strict=True):
         cumulative += count
-        le = "+Inf" if bound == float("inf") else f"{float(bound)}"
-        out.sample(JOB_RUN_DURATION, [*labels, ("le", le)], cumulative, suffix="_bucket")
-    out.sample(JOB_RUN_DURATION, labels, job.duration_sum, suffix="_sum")
-    out.sample(JOB_RUN_DURATION, labels, job.duration_count, suffix="_count")
-    out.sample(JOB_RUNNING, labels, job.running)
+        out.line(JOB_RUN_DURATION, with_label(text, "le", le), cumulative, suffix="_bucket")
+    out.line(JOB_RUN_DURATION, text, job.duration_sum, suffix="_sum")
+    out.line(JOB_RUN_DURATION, text, job.duration_count, suffix="_count")
+    out.line(JOB_RUNNING, text, job.running)
     oldest = job.running_oldest_start
-    out.sample(JOB_RUNNING_SECONDS, labels, max(0.0, now - oldest) if job.running and oldest else 0)
+    out.line(JOB_RUNNING_SECONDS, text, max(0.0, now - oldest) if job.running and oldest else 0)
     if job.running and job.running_progress is not None:
-        out.sample(JOB_RUNNING_PROGRESS, labels, min(1.0, max(0.0, job.running_progress)))
+        out.line(JOB_RUNNING_PROGRESS, text, min(1.0, max(0.0, job.running_progress)))
     if rpo is not None:
-        out.sample(JOB_RPO, labels, rpo.total_seconds())
+        out.line(JOB_RPO, text, rpo.total_seconds())
     if job.info:
         out.sample(JOB_INFO, [*labels, *sorted(job.info.items())], 1)
 

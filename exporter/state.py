@@ -51,7 +51,7 @@ SEEN_RUN_MARGIN = timedelta(days=2)
 MAX_CLOCK_SKEW = timedelta(minutes=10)
 
 
-@dataclass
+@dataclass(slots=True)
 class LastRun:
     run_id: str
     status: Status
@@ -82,7 +82,7 @@ class LastRun:
         return (self.end or self.start or 0.0, self.start or 0.0)
 
 
-@dataclass
+@dataclass(slots=True)
 class JobState:
     key: JobKey
     last_seen: float
@@ -119,7 +119,7 @@ class JobState:
                 self.last_success_end = end
 
 
-@dataclass
+@dataclass(slots=True)
 class SnapshotState:
     key: JobKey
     last_seen: float
@@ -181,7 +181,7 @@ class TargetState:
         self.pruned_seen.clear()
 
 
-@dataclass
+@dataclass(slots=True)
 class TargetHealth:
     """How collecting from a target is going. Process-lifetime, not persisted,
     except `last_success`, which lives in TargetState."""
@@ -407,3 +407,8 @@ def _prune_seen(state: TargetState) -> None:
         del state.seen_runs[run_id]
         state.new_seen.pop(run_id, None)
         state.pruned_seen.add(run_id)
+    if len(old) > len(state.seen_runs):
+        # A dict never gives back the room of deleted keys: after the first
+        # poll's lookback (30 days of runs) is pruned to a few days, the
+        # table would keep its peak size for the life of the process.
+        state.seen_runs = dict(state.seen_runs)
