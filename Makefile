@@ -6,8 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LISTEN ?= :9977
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: run test lint unit bench deps tools dashboards dashboard-images clean
+.PHONY: run test lint unit bench bench-tools deps tools dashboards dashboard-images clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +22,16 @@ deps: $(STAMP)
 run: $(STAMP)
 	$(BIN)/backup-exporter --demo --web.listen-address=$(LISTEN) --storage.path=data/demo
 
-## tools: Debian packages the tests run for real: prometheus + promtool, amtool
-DEBIAN_TOOLS := prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager systemd-analyze:systemd
-tools:
-	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+## tools: Debian packages the tests run for real: prometheus + promtool, amtool,
+## and Chromium with its WebDriver for the status page's browser test
+DEBIAN_TOOLS := prometheus:prometheus promtool:prometheus amtool:prometheus-alertmanager systemd-analyze:systemd \
+	chromium:chromium chromedriver:chromium-driver
+## bench-tools: the load generator `make bench` drives the scrape benchmark with
+BENCH_TOOLS := wrk:wrk
+
+# $(call apt_install,command:package ...): apt-get what is missing, as root only.
+define apt_install
+	@missing=""; for pair in $(1); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -32,6 +39,13 @@ tools:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+endef
+
+tools:
+	$(call apt_install,$(DEBIAN_TOOLS))
+
+bench-tools:
+	$(call apt_install,$(BENCH_TOOLS))
 
 lint: $(STAMP)
 	$(BIN)/ruff check exporter tests benchmarks tools
@@ -56,8 +70,10 @@ dashboard-images: $(STAMP) tools
 	  --var backup-job-detail:job=FILESRV-LAB/lab/home \
 	  --var backup-job-detail:job=SQLPROD01/defaultBackupSet/TransactionLogs
 
+## bench: every benchmark, each printed as a ratio to a baseline measured in the same run
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	@$(MAKE) --no-print-directory bench-tools || echo "no wrk: the scrape benchmark falls back to an aiohttp load generator" >&2
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data
