@@ -1113,3 +1113,60 @@ def _format_duration(value: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+# --- Reference --------------------------------------------------------------
+
+
+def config_keys(vendors: Mapping[str, VendorSpec] | None = None) -> dict[str, tuple[str, ...]]:
+    """Every key the loader accepts, by section, from the very sets it checks
+    against; the README's reference is tested against this (tests/test_docs.py).
+
+    Sections: "" (top level), "global", "targets[]", "targets[].tls",
+    "rpo_overrides[]", and "vendor:<name>" for a vendor's own keys (those
+    beyond "targets[]"). "targets[]" keys a vendor refuses (username and
+    password for OAuth vendors) are under "refused:<name>".
+    """
+    specs = _registered_vendors() if vendors is None else vendors
+    keys: dict[str, tuple[str, ...]] = {
+        "": _TOP_KEYS,
+        "global": _GLOBAL_KEYS,
+        "targets[]": _TARGET_KEYS,
+        "targets[].tls": _TLS_KEYS,
+        "rpo_overrides[]": _OVERRIDE_KEYS,
+    }
+    for name, spec in sorted(specs.items()):
+        allowed = _allowed_target_keys(spec)
+        keys[f"vendor:{name}"] = tuple(sorted(allowed - set(_TARGET_KEYS)))
+        keys[f"refused:{name}"] = tuple(key for key in _TARGET_KEYS if key not in allowed)
+    return keys
+
+
+def config_defaults(vendors: Mapping[str, VendorSpec] | None = None) -> dict[str, Any]:
+    """The default of every key that has one, by its reference path
+    ("global.interval", "targets[].tls.insecure_skip_verify", "vendor:avepoint.scope"),
+    taken from the dataclasses and VendorSpecs the loader fills values in from.
+    A target's interval, timeout, lookback and rpo default to global's, so they
+    are not listed."""
+    specs = _registered_vendors() if vendors is None else vendors
+    own_keys = [key for key in _TARGET_KEYS if key not in ("interval", "timeout", "lookback", "rpo", "tls")]
+    defaults = {
+        **_field_defaults("global", GlobalConfig, _GLOBAL_KEYS),
+        **_field_defaults("targets[]", TargetConfig, own_keys),
+        **_field_defaults("targets[].tls", TlsConfig, _TLS_KEYS),
+    }
+    for name, spec in sorted(specs.items()):
+        defaults |= {f"vendor:{name}.{key}": copy.deepcopy(value) for key, value in spec.defaults.items()}
+    return defaults
+
+
+def _field_defaults(section: str, cls: type, keys: Collection[str]) -> dict[str, Any]:
+    """`section.key` -> the dataclass field's default, for the keys that have one."""
+    defaults = {}
+    for item in dataclasses.fields(cls):
+        if item.name not in keys:
+            continue
+        value = item.default_factory() if item.default_factory is not dataclasses.MISSING else item.default
+        if value is not None and value is not dataclasses.MISSING:
+            defaults[f"{section}.{item.name}"] = value
+    return defaults
