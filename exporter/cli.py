@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -18,12 +19,23 @@ from aiohttp import web
 
 from exporter import __version__
 from exporter.allocator import pin_mmap_threshold
-from exporter.config import Config, ConfigError, describe, load_config, security_warnings, warn_world_readable
+from exporter.config import (
+    Config,
+    ConfigError,
+    TargetConfig,
+    describe_targets,
+    load_config,
+    security_warnings,
+    warn_world_readable,
+)
 from exporter.logs import LEVELS, RedactingFilter, setup_logging
+from exporter.poller import TargetCollector
 from exporter.redact import Redactor
 from exporter.server import create_app
 from exporter.service import ExporterService
+from exporter.store import StoreError
 from exporter.vendors import VENDORS
+from exporter.vendors.base import ConnectResult, check_connection
 from exporter.webconfig import WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
@@ -65,12 +77,29 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--check-config", action="store_true", help="validate the config, print what would be collected, exit"
     )
     parser.add_argument(
+        "--connect",
+        action="store_true",
+        help="with --check-config: log in to each target and make one cheap request; exit 1 if any fails",
+    )
+    parser.add_argument(
         "--once",
         action="store_true",
         help="collect every target once (with empty state), print the exposition, exit non-zero on any failure",
     )
+    parser.add_argument(
+        "--target",
+        dest="target",
+        metavar="NAME",
+        default=None,
+        help="with --once or --check-config: only the target of this name",
+    )
     parser.add_argument("--version", action="version", version=f"backup-exporter {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.connect and not args.check_config:
+        parser.error("--connect needs --check-config")
+    if args.target is not None and not (args.once or args.check_config):
+        parser.error("--target needs --once or --check-config")
+    return args
 
 
 def parse_listen_address(address: str) -> tuple[str | None, int]:
@@ -134,12 +163,7 @@ async def _main(args: argparse.Namespace, redacting: RedactingFilter) -> int:
 
     config_path = Path(args.config_file)
     if not config_path.exists():  # noqa: ASYNC240 - once, before anything runs
-        print(
-            f"backup-exporter: config file {config_path} not found.\n"
-            "  Copy config.yaml.example to config.yaml and edit it, or pass --config.file PATH;\n"
-            "  to see the exporter work without any vendor account, run it with --demo.",
-            file=sys.stderr,
-        )
+        print(_no_config_message(config_path), file=sys.stderr)
         return 1
 
     def load() -> Config:
@@ -151,19 +175,68 @@ async def _main(args: argparse.Namespace, redacting: RedactingFilter) -> int:
     return await _run_mode(args, sharded(load), on_config)
 
 
+def _no_config_message(config_path: Path) -> str:
+    example = _EXAMPLE_CONFIG if _EXAMPLE_CONFIG.is_file() else Path("config.yaml.example")
+    return (
+        f"backup-exporter: config file {config_path} not found.\n"
+        f"  Copy the example ({example}) to {config_path} and edit it, or pass --config.file PATH;\n"
+        "  check it with --check-config (add --connect to try each target's login);\n"
+        "  to see the exporter work without any vendor account, run it with --demo."
+    )
+
+
+# Next to the package in a source checkout or an unpacked release.
+_EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml.example"
+
+
 async def _run_mode(args: argparse.Namespace, load: Callable[[], Config], on_config: Callable[[Config], None]) -> int:
     try:
         config = load()
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
+    if args.target is not None:
+        selected = _only_target(config, args.target)
+        if selected is None:
+            return 1
+        config = selected
     on_config(config)
     if args.check_config:
-        print(describe(config))
-        return 0
+        return await _check_config(config, connect=args.connect)
     if args.once:
         return await _once(config)
     return await _serve(args, config, load, on_config)
+
+
+def _only_target(config: Config, name: str) -> Config | None:
+    chosen = tuple(t for t in config.targets if t.name == name)
+    if not chosen:
+        known = ", ".join(t.name for t in config.targets) or "none"
+        print(
+            f"backup-exporter: --target {name}: no such target in {config.source} (targets: {known})", file=sys.stderr
+        )
+        return None
+    return dataclasses.replace(config, targets=chosen)
+
+
+async def _check_config(config: Config, *, connect: bool) -> int:
+    print(describe_targets(config))
+    if not connect:
+        return 0
+    redact = Redactor(config.secrets())
+    semaphore = asyncio.Semaphore(config.global_.max_concurrency)
+
+    async def one(target: TargetConfig) -> ConnectResult:
+        async with semaphore:
+            return await check_connection(target, VENDORS[target.vendor])
+
+    results = await asyncio.gather(*(one(target) for target in config.targets))
+    print()
+    for result in results:
+        # Vendor messages may echo what we sent: never print a secret.
+        print(redact(result.render()))
+    sys.stdout.flush()
+    return 0 if all(result.ok for result in results) else 1
 
 
 async def _once(config: Config) -> int:
@@ -171,19 +244,32 @@ async def _once(config: Config) -> int:
     # touch the state of an exporter that may be running on the same machine.
     with tempfile.TemporaryDirectory(prefix="backup-exporter-once-") as storage:
         service = ExporterService(lambda: config, storage, VENDORS)
-        await service.start(config, schedule=False)
+        try:
+            await service.start(config, schedule=False)
+        except StoreError as exc:
+            await service.stop()
+            print(f"backup-exporter: --once: {exc}", file=sys.stderr)
+            return 1
         try:
             assert service.poller is not None
             results = await service.poller.collect_all_once()
             sys.stdout.buffer.write(service.exposition.render())
             sys.stdout.flush()
+            failures = [_once_failure(service.poller.collectors[name]) for name, ok in results.items() if not ok]
         finally:
             await service.stop()
-    failed = [name for name, ok in results.items() if not ok]
-    if failed:
-        print(f"backup-exporter: collection failed for: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
+    redact = Redactor(config.secrets())
+    for failure in failures:
+        print(redact(failure), file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _once_failure(collector: TargetCollector) -> str:
+    health = collector.health
+    return (
+        f"backup-exporter: target {collector.target.name}: collection failed "
+        f"(reason={health.last_error_reason}): {health.last_error}"
+    )
 
 
 async def _serve(
@@ -199,7 +285,12 @@ async def _serve(
         print(f"backup-exporter: {exc}", file=sys.stderr)
         return 1
     service = ExporterService(load, args.storage_path, VENDORS, on_config=on_config)
-    await service.start(config)
+    try:
+        await service.start(config)
+    except StoreError as exc:
+        await service.stop()
+        print(f"backup-exporter: {exc} (check --storage.path: it must be a writable directory)", file=sys.stderr)
+        return 1
     runner = web.AppRunner(create_app(service, args.telemetry_path, web_config), access_log=None)
     await runner.setup()
     try:

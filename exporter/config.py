@@ -1083,6 +1083,110 @@ def _describe_target(target: TargetConfig) -> str:
     return " ".join(parts)
 
 
+def describe_targets(config: Config) -> str:
+    """What `--check-config` prints: a block per target saying where it goes,
+    what it collects and how; secrets show as <secret>."""
+    if not config.targets:
+        return f"{config.source}: no targets configured"
+    warnings: dict[str, list[str]] = {}
+    for name, warning in security_warnings(config):
+        warnings.setdefault(name, []).append(warning)
+    blocks = []
+    for target in config.targets:
+        lines = _target_block(target)
+        lines += [f"  {'WARNING:':<13}{warning}" for warning in warnings.get(target.name, [])]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _target_block(target: TargetConfig) -> list[str]:
+    # The first line keeps the one-line form's `name: vendor=...` start, which
+    # operators grep for.
+    lines = [f"{target.name}: vendor={target.vendor} url={_without_userinfo(target.url)}"]
+    fields = [
+        ("collects", _collects(target)),
+        (
+            "timing",
+            f"interval={_format_duration(target.interval)} timeout={_format_duration(target.timeout)} "
+            f"lookback={_format_duration(target.lookback)} rpo={_format_duration(target.rpo)}",
+        ),
+        ("tls", _tls_summary(target)),
+        ("labels", " ".join(f"{k}={_show(v)}" for k, v in sorted(target.labels.items())) or "(none)"),
+        ("credentials", _credentials(target)),
+        ("options", " ".join(f"{k}={_show(v)}" for k, v in sorted(target.options.items())) or "(none)"),
+    ]
+    lines += [f"  {name + ':':<13}{value}" for name, value in fields]
+    return lines
+
+
+def _collects(target: TargetConfig) -> str:
+    describe_vendor = _COLLECTS.get(target.vendor)
+    return describe_vendor(target.options) if describe_vendor else "as the vendor module defines (see options)"
+
+
+def _keepit_collects(options: Mapping[str, Any]) -> str:
+    wanted = options.get("connectors")
+    which = f"connectors {_show(wanted)} only" if wanted else "all connectors"
+    account = f"account {_show(options['account'])}" if options.get("account") else "the token's own account"
+    return (
+        f"{which} of {account}; per connector: jobs running and finished since the last poll, "
+        "and the snapshot history (at least 3 requests per connector per poll)"
+    )
+
+
+def _veeam_collects(options: Mapping[str, Any]) -> str:
+    return (
+        f"format={options.get('format', 'xml')}; queries BackupJobSession (running, and created since the "
+        "last poll), Job and Repository: at least 4 requests per poll, plus a logon when the session expired"
+    )
+
+
+def _commvault_collects(options: Mapping[str, Any]) -> str:
+    types = options.get("job_types") or ["Backup"]
+    return (
+        f"job types {', '.join(str(t) for t in types)}, format={options.get('format', 'json')}; "
+        "GET Job back to the last poll, 100 jobs a page, plus a login when the token expired"
+    )
+
+
+def _avepoint_collects(options: Mapping[str, Any]) -> str:
+    services = [str(s) for s in options.get("services") or []]
+    job_types = [str(t) for t in options.get("job_types") or []]
+    where = f" in location {options['location']}" if options.get("location") else ""
+    return (
+        f"services {', '.join(services)} x job types {', '.join(job_types)} = "
+        f"{len(services) * len(job_types)} requests per poll (more when paged){where}, "
+        f"plus a token from {options.get('token_url')} when it expired"
+    )
+
+
+_COLLECTS: Final[Mapping[str, typing.Callable[[Mapping[str, Any]], str]]] = {
+    "keepit": _keepit_collects,
+    "veeam": _veeam_collects,
+    "commvault": _commvault_collects,
+    "avepoint": _avepoint_collects,
+}
+
+
+def _tls_summary(target: TargetConfig) -> str:
+    if urlsplit(target.url).scheme == "http":
+        return "none: plain http://"
+    if target.tls.insecure_skip_verify:
+        return "insecure_skip_verify=true: the certificate is NOT verified"
+    if target.tls.ca_file:
+        return f"certificate verified against ca_file={target.tls.ca_file}"
+    return "certificate verified against the system's CAs"
+
+
+def _credentials(target: TargetConfig) -> str:
+    shown = []
+    if target.username is not None:
+        shown.append(f"username={_show(target.username)}")
+    if target.password is not None:
+        shown.append(f"password={_show(target.password)}")
+    return " ".join(shown) or "(see options)"
+
+
 def _show(value: Any) -> str:
     if isinstance(value, Secret):
         return "<secret>"

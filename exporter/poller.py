@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from exporter.config import Config, TargetConfig
@@ -124,6 +124,7 @@ class TargetCollector:
             log.error("could not save state", extra={"target": self.target.name, "error": str(exc)})
         recovered = self.health.up is False
         first = self.health.up is None
+        failed_polls = self.health.consecutive_failures
         self.health.up = True
         self.health.last_error = None
         self.health.last_error_reason = None
@@ -136,6 +137,7 @@ class TargetCollector:
                     "vendor": self.target.vendor,
                     "jobs": len(self.state.jobs),
                     "new_runs": result.new_runs,
+                    **({"failed_polls": failed_polls} if recovered else {}),
                     **{k: v for k, v in collection.summary.items()},
                 },
             )
@@ -146,6 +148,8 @@ class TargetCollector:
                     "target": self.target.name,
                     "new_jobs": len(result.new_jobs),
                     "expired_jobs": len(result.expired_jobs),
+                    "added": _job_names(result.new_jobs),
+                    "removed": _job_names(result.expired_jobs),
                 },
             )
         self.publish()
@@ -184,6 +188,17 @@ class TargetCollector:
         except Exception as exc:
             log.warning("closing vendor session failed", extra={"target": self.target.name, "error": str(exc)})
         await self._http.close()
+
+
+# Enough names to see what changed; a config change adding hundreds of jobs
+# must not produce a line of hundreds of names.
+_LOGGED_JOB_NAMES = 10
+
+
+def _job_names(keys: Sequence[JobKey]) -> str:
+    names = [f"{key.job_name}/{key.job_type}" for key in keys[:_LOGGED_JOB_NAMES]]
+    more = len(keys) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
 
 
 def _timeout_error(target: TargetConfig) -> CollectionError:

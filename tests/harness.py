@@ -209,10 +209,15 @@ class CliResult:
     code: int
     stdout: str
     stderr: str
+    # stdout as written, for checks of the bytes (promtool).
+    raw_stdout: bytes = b""
 
     @property
     def output(self) -> str:
         return self.stdout + self.stderr
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
 
 
 async def run_cli(*args: str, cwd: Path, within: float = 60) -> CliResult:
@@ -235,4 +240,4 @@ async def run_cli(*args: str, cwd: Path, within: float = 60) -> CliResult:
         await proc.wait()
         raise AssertionError(f"exporter {' '.join(args)} did not exit within {within}s") from None
     assert proc.returncode is not None
-    return CliResult(proc.returncode, stdout.decode(), stderr.decode())
+    return CliResult(proc.returncode, stdout.decode(), stderr.decode(), stdout)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import socket
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from tests.harness import (
     ExporterProcess,
     parse_exposition,
     promtool_check,
+    run_cli,
     select,
     server_url,
     sim_post,
@@ -35,41 +34,6 @@ TARGET = "keepit-cli"
 INLINE_PASSWORD = "inline-Pa55-wörd-7f3a"  # test values that must never be printed
 FILE_PASSWORD = "file-Pa55-wörd-91c2"
 LOGFMT_LINE = re.compile(r'^ts=\S+Z level=(debug|info|warn|error) logger=\S+ msg=("|\w)')
-PROJECT = Path(__file__).resolve().parents[1]
-
-
-class Result:
-    def __init__(self, code: int, stdout: bytes, stderr: bytes) -> None:
-        self.code = code
-        self.stdout = stdout.decode()
-        self.stderr = stderr.decode()
-        self.raw_stdout = stdout
-
-    def __repr__(self) -> str:
-        return f"exit {self.code}\n--- stdout\n{self.stdout[-3000:]}\n--- stderr\n{self.stderr[-3000:]}"
-
-
-async def run_cli(*args: str, cwd: Path, within: float = 30) -> Result:
-    """Run the exporter to completion without blocking the event loop (the
-    simulator it talks to is served by this same loop)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "exporter",
-        *args,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(PROJECT), "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), within)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise AssertionError(f"exporter {' '.join(args)} did not exit within {within}s") from None
-    assert proc.returncode is not None
-    return Result(proc.returncode, stdout, stderr)
 
 
 @pytest.fixture
@@ -108,6 +72,7 @@ async def test_missing_config_file(tmp_path: Path, flag: str | None) -> None:
     assert f"config file {named} not found" in result.stderr, result
     assert "config.yaml.example" in result.stderr
     assert "--demo" in result.stderr
+    assert "--check-config" in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     # Nothing was started: no state directory appears.
@@ -161,14 +126,14 @@ async def test_check_config_prints_targets_without_secrets(tmp_path: Path) -> No
     path = write_config(tmp_path / "config.yaml", targets)
     result = await run_cli(f"--config.file={path}", "--check-config", cwd=tmp_path)
     assert result.code == 0, result
-    lines = result.stdout.splitlines()
-    dk = next(line for line in lines if "keepit-dk" in line)
-    uk = next(line for line in lines if "keepit-uk" in line)
+    blocks = {block.split(":", 1)[0]: block for block in result.stdout.split("\n\n")}
+    dk, uk = blocks["keepit-dk"], blocks["keepit-uk"]
     assert "vendor=keepit" in dk
     assert "url=https://dk-co.keepit.com" in dk
     assert "vendor=keepit" in uk
     assert "url=https://uk-co.keepit.com" in uk
-    assert "globex" in uk
+    assert 'tenant="globex"' in uk
+    assert "globex" not in dk
     for secret in (INLINE_PASSWORD, FILE_PASSWORD):
         assert secret not in result.stdout
         assert secret not in result.stderr

@@ -647,7 +647,7 @@ class _JobsQuery:
     max_pages: ClassVar[int] = 1000
 
     async def run(self) -> list[Run]:
-        page = await self._page(self.client.settings.jobs_path, self.params)
+        page = await self.first_page()
         # Pages of the result in hand (a repeat is none), and 1 once the
         # server has shown that it counts pageIndex from 1.
         fetched, shift, requests = 1, 0, 1
@@ -677,6 +677,9 @@ class _JobsQuery:
                     continue
                 raise ParseError(f"{self._what}: page {requests} repeats runs already fetched")
             fetched += 1
+
+    async def first_page(self) -> JobsPage:
+        return await self._page(self.client.settings.jobs_path, self.params)
 
     def _complete(self, page: JobsPage) -> bool:
         if not page.runs:
@@ -714,6 +717,12 @@ class _JobsQuery:
 
 class AvePointClient:
     """Collects the jobs of one AvePoint Online Services tenant (SPEC sections 5 and 6)."""
+
+    # --check-config --connect: what to check when the login is refused.
+    auth_hint: ClassVar[str] = (
+        "check client_id, client_secret/client_secret_file and scope;"
+        " the app needs the microsoft365backup.jobInfo.read.all permission, granted in AvePoint Online Services"
+    )
 
     # AvePoint's tools ask for at most 100 per page; the server default is 10.
     default_page_size: ClassVar[int] = 100
@@ -758,6 +767,17 @@ class AvePointClient:
             raise self._config_error or TargetConfigError("avepoint target options are invalid")
         return self._settings
 
+    async def check(self, now: datetime) -> str:
+        """--check-config --connect: a token and the first page of the first
+        (service, job type) query, the least that proves the app may read jobs."""
+        settings = self.settings
+        job = JobKey(settings.services[0], settings.job_types[0])
+        query = _JobsQuery(self, _Tally(), job, self._params(job.job_name, job.job_type, now - self._target.lookback))
+        page = await query.first_page()
+        count = page.total if page.total is not None else len(page.runs)
+        queries = len(settings.services) * len(settings.job_types)
+        return f"token ok, {count} {job.job_name} {job.job_type} jobs visible ({queries} queries per poll)"
+
     async def collect(self, since: datetime, now: datetime) -> Collection:
         settings = self.settings
         assert self._auth is not None
@@ -774,6 +794,7 @@ class AvePointClient:
                 unknown |= query.unknown_states
         self._log_unknown(unknown)
         summary = {
+            "services": len(settings.services),
             "queries": len(settings.services) * len(settings.job_types),
             "requests": tally.requests + self._auth.fetched - fetched_before,
             "pages": tally.pages,

@@ -15,7 +15,7 @@ import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -425,3 +425,105 @@ class VendorSpec:
     # Which of the vendor's job types create recovery points. Only those have
     # an RPO (backup_job_rpo_seconds): nobody is paged because no restore ran.
     protects: Callable[[str], bool] = creates_recovery_points
+
+
+# --- --check-config --connect ----------------------------------------------------
+
+# What to look at for each kind of failure; auth hints come from the vendor
+# client's `auth_hint`, as only the vendor module knows what its account needs.
+CONNECT_HINTS: dict[str, str] = {
+    "timeout": "no complete answer within the target's timeout: check that the host answers on that port "
+    "(firewall, proxy), or raise the target's timeout",
+    "connection": "nothing answered at the URL: check its host name, port and DNS, and that this machine may reach it",
+    "tls": "the TLS connection failed: set tls.ca_file to the CA certificate that issued the vendor's certificate, "
+    "use a host name the certificate holds, or check that the port serves https",
+    "http": "the vendor answered with an HTTP error: check that the URL is the API's base (path included) "
+    "and the vendor's service status",
+    "parse": "the answer is not the vendor's API: check that the URL points at the API and not at a web page, "
+    "login page or proxy",
+    "config": "a target setting is wrong: see the message",
+    "auth": "check the credentials and that the account may read backup jobs",
+}
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    target: str
+    # None when the check passed.
+    reason: str | None
+    detail: str
+    hint: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+    def render(self) -> str:
+        if self.reason is None:
+            return f"connect {self.target}: ok: {self.detail}"
+        return f"connect {self.target}: FAILED reason={self.reason}: {self.detail}\n  hint: {self.hint}"
+
+
+async def check_connection(target: TargetConfig, spec: VendorSpec, *, now: datetime | None = None) -> ConnectResult:
+    """Log in to the target and make its vendor's cheapest authenticated request,
+    within the target's timeout. Never raises (but CancelledError)."""
+    now = now or datetime.now(UTC)
+    timeout = target.timeout.total_seconds()
+    # One retry: a check should answer soon; a flaky vendor shows up anyway.
+    http = HttpClient(
+        target.url,
+        ssl_context=build_ssl_context(target.tls.ca_file, target.tls.insecure_skip_verify),
+        max_retries=1,
+    )
+    http.deadline = asyncio.get_running_loop().time() + timeout
+    client: VendorClient | None = None
+    try:
+        client = spec.client(target, http)
+        async with asyncio.timeout(timeout):
+            found = await _probe(client, target, now)
+        return ConnectResult(target.name, None, found)
+    except TimeoutError:
+        return _connect_failed(target, spec, TimeoutCollectionError(f"no answer within the timeout of {timeout:g}s"))
+    except CollectionError as exc:
+        return _connect_failed(target, spec, exc)
+    except Exception as exc:
+        return _connect_failed(target, spec, ParseError(f"unexpected {type(exc).__name__} reading the answer"))
+    finally:
+        await _close_quietly(client, http)
+
+
+async def _probe(client: VendorClient, target: TargetConfig, now: datetime) -> str:
+    # `check(now) -> str`: the client's cheapest request that proves login and read access.
+    check = getattr(client, "check", None)
+    if check is not None:
+        found: str = await check(now)
+        return found
+    # A vendor without a cheaper check: one real collection over the lookback.
+    collection = await client.collect(now - target.lookback, now)
+    counts = ", ".join(f"{key}={value}" for key, value in collection.summary.items())
+    return f"collected {len(collection.runs)} runs" + (f" ({counts})" if counts else "")
+
+
+def _connect_failed(target: TargetConfig, spec: VendorSpec, error: CollectionError) -> ConnectResult:
+    reason = connect_reason(error)
+    hint = getattr(spec.client, "auth_hint", None) if reason == "auth" else None
+    return ConnectResult(target.name, reason, str(error)[:500], hint or CONNECT_HINTS[reason])
+
+
+def connect_reason(error: CollectionError) -> str:
+    """The error's reason, with TLS failures told apart from other connection errors."""
+    if isinstance(error, TlsVerificationError) or (
+        isinstance(error, ConnectionCollectionError) and "TLS handshake" in str(error)
+    ):
+        return "tls"
+    return error.reason if error.reason in CONNECT_HINTS else "http"
+
+
+async def _close_quietly(client: VendorClient | None, http: HttpClient) -> None:
+    if client is not None:
+        try:
+            # Logs out where the vendor has sessions; bounded, the check is over.
+            await asyncio.wait_for(client.close(), timeout=10)
+        except Exception as exc:
+            log.debug("closing the vendor session after the check failed: %s", type(exc).__name__)
+    await http.close()

@@ -730,6 +730,12 @@ class _Tally:
 class CommvaultClient:
     """Collects the jobs of one CommServe (SPEC sections 5 and 6)."""
 
+    # --check-config --connect: what to check when the login is refused.
+    auth_hint: ClassVar[str] = (
+        "check username and password/password_file (a Commvault user, not locked, no password change pending);"
+        " it needs View on the clients whose jobs are collected"
+    )
+
     page_limit: ClassVar[int] = 100
     # Consecutive pages overlap by this many jobs: a job leaving the list
     # between two page requests (it aged out of completedJobLookupTime) shifts
@@ -775,6 +781,16 @@ class CommvaultClient:
         except CollectionError as exc:
             # Shutting down either way; the token idles out on the server.
             log.debug("commvault logout failed: %s", exc)
+
+    async def check(self, now: datetime) -> str:
+        """--check-config --connect: login and the first page of jobs within
+        the lookback, the least that proves the account can read them."""
+        if self._problems:
+            raise TargetConfigError("; ".join(f"{key}: {problem}" for key, problem in self._problems))
+        tally = _Tally(started=asyncio.get_running_loop().time(), requests_before=self._requests_made())
+        page, _ = await self._page(tally, self._params(now - self._target.lookback, now), 0)
+        count = page.total if page.total is not None else len(page.rows)
+        return f"login ok, {count} jobs visible within the lookback"
 
     async def collect(self, since: datetime, now: datetime) -> Collection:
         if self._problems:

@@ -396,6 +396,12 @@ class _ConnectorResult:
 class KeepitClient:
     """Collects one Keepit account (SPEC sections 5 and 6)."""
 
+    # --check-config --connect: what to check when the login is refused.
+    auth_hint: ClassVar[str] = (
+        "check username and password/password_file:"
+        " a Keepit API (secondary) token whose account may read its connectors and their jobs"
+    )
+
     job_page_limit: ClassVar[int] = 1000
     # The API refuses a count of 100 or more.
     snapshot_page_count: ClassVar[int] = 99
@@ -413,6 +419,18 @@ class KeepitClient:
 
     async def close(self) -> None:
         return None
+
+    async def check(self, now: datetime) -> str:
+        """--check-config --connect: the account and its connector list, the
+        least that proves the token works and can see what we collect."""
+        tally = _Tally()
+        account = await self._account_id(tally)
+        connectors = await self._devices(tally, account)
+        selected, unmatched = select_connectors(connectors, self._target.options.get("connectors"))
+        found = f"login ok, {len(connectors)} connectors visible, {len(selected)} to collect"
+        if unmatched:
+            found += f"; connectors filter entries matching none: {', '.join(repr(e) for e in unmatched)}"
+        return found
 
     async def collect(self, since: datetime, now: datetime) -> Collection:
         tally = _Tally()

@@ -777,6 +777,12 @@ class _Tally:
 class VeeamClient:
     """Collects one Veeam Backup Enterprise Manager (SPEC sections 5 and 6)."""
 
+    # --check-config --connect: what to check when the login is refused.
+    auth_hint: ClassVar[str] = (
+        "check username and password/password_file;"
+        " the account needs the Portal Administrator, Portal User or Restore Operator role in Enterprise Manager"
+    )
+
     page_size: ClassVar[int] = 100
     max_pages: ClassVar[int] = 1000
 
@@ -803,9 +809,22 @@ class VeeamClient:
     async def close(self) -> None:
         await self._auth.logout(self._http)
 
-    async def collect(self, since: datetime, now: datetime) -> Collection:
+    async def check(self, now: datetime) -> str:
+        """--check-config --connect: logon and the first page of jobs, the
+        least that proves the account can read what we collect."""
+        self._check_format()
+        response = await self._query(_Tally(), "Job", None, "Name", 1)
+        page = parse_jobs(response.body)
+        pages = page.paging.pages_count
+        more = f" (page 1 of {pages})" if pages is not None and pages > 1 else ""
+        return f"login ok, {len(page.jobs)} jobs visible{more}"
+
+    def _check_format(self) -> None:
         if self._format not in FORMATS:
             raise TargetConfigError(f"format must be one of {', '.join(FORMATS)}, got {short(self._format, 20)!r}")
+
+    async def collect(self, since: datetime, now: datetime) -> Collection:
+        self._check_format()
         tally = _Tally()
         logons_before = self._auth.logons
         # In progress first: one that finishes before the second query is then
