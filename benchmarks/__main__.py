@@ -60,9 +60,7 @@ def machine() -> str:
 def format_table(results: Sequence[Result]) -> str:
     width = max(len(r.name) for r in results)
     lines = [f"{'benchmark':<{width}}  {'figure':>18}  {'baseline':>18}  {'ratio':>8}  note"]
-    lines += [
-        f"{r.name:<{width}}  {r.figure:>18}  {r.baseline:>18}  {r.ratio:>7.3f}x  {r.note}" for r in results
-    ]
+    lines += [f"{r.name:<{width}}  {r.figure:>18}  {r.baseline:>18}  {r.ratio:>7.3f}x  {r.note}" for r in results]
     return "\n".join(lines)
 
 
