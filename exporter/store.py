@@ -110,7 +110,13 @@ class Store:
     # -- on the DB thread --------------------------------------------------
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # A file in the way, no permission, a read-only disk: nothing to move aside.
+            raise StoreError(
+                f"cannot open the state database {self.path}: cannot create its directory: {exc.strerror or exc}"
+            ) from exc
         try:
             self._conn = self._connect()
         except sqlite3.DatabaseError as exc:

@@ -43,7 +43,7 @@ from exporter.config import TargetConfig, load_config
 from exporter.model import Collection, JobKey, Run, Status
 from exporter.simulators import SIMULATORS
 from exporter.state import TargetState, apply_collection
-from exporter.store import Store
+from exporter.store import Store, StoreError
 from exporter.vendors import VENDORS
 from exporter.vendors.base import HttpClient
 from tests.harness import (
@@ -463,3 +463,14 @@ async def test_a_value_of_the_wrong_type_does_not_stop_the_exporter_later(tmp_pa
     assert await reopened.load() == {}
     await reopened.close()
     assert len(corrupt_files(tmp_path)) == 1
+
+
+async def test_uncreatable_storage_directory_is_a_store_error_and_touches_nothing(tmp_path: Path) -> None:
+    # A file where the directory should be: no user, root included, can create it.
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("operator's file")
+    store = Store(blocker / "state" / "state.db")
+    with pytest.raises(StoreError, match=r"cannot open the state database .*cannot create its directory"):
+        await store.open()
+    assert blocker.read_text() == "operator's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-directory"]  # noqa: ASYNC240 - a test
