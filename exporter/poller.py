@@ -9,6 +9,7 @@ values (they are facts about the past) and `backup_target_up` drops to 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -85,6 +86,19 @@ class TargetCollector:
 
     async def collect_once(self) -> bool:
         """One collection, bounded by the target's timeout. Never raises (but CancelledError)."""
+        try:
+            return await self._collect_and_apply()
+        except Exception as exc:
+            # A bug of ours in applying or publishing a collection: the target
+            # is reported down with a counted error and keeps being polled,
+            # instead of its task dying silently with the last values frozen.
+            log.exception("internal error applying a collection", extra={"target": self.target.name})
+            self._failed(ParseError(f"internal error ({type(exc).__name__}) applying the collection; see the log"))
+            with contextlib.suppress(Exception):
+                self.publish()
+            return False
+
+    async def _collect_and_apply(self) -> bool:
         now = self._clock()
         since = self.state.since(now, self.target.lookback)
         started = time.monotonic()
