@@ -615,6 +615,39 @@ async def test_server_clock_ahead_of_ours_loses_no_finished_run(sim: Sim, http: 
     assert ids(again.runs) == ids(later.runs)
 
 
+async def test_server_clock_days_behind_ours_counts_every_run_once(sim: Sim, http: HttpClient) -> None:
+    # Our clock is 3 days ahead of the server's. `since` comes from the
+    # server's run times, so the window must be counted back from the
+    # server's now: counted back from ours it would reach 3 days further,
+    # past the run ids the state still remembers, and count them again.
+    client = client_for(sim, http)
+    state = TargetState("commvault")
+    skew = timedelta(days=3)
+    server_now = T
+    new_per_poll = []
+    distinct: set[str] = set()
+    while server_now <= T + timedelta(days=2):
+        ours = server_now + skew
+        collection = await client.collect(state.since(ours, WEEK), ours)
+        distinct |= {run.run_id for run in collection.runs if run.status.finished}
+        new_per_poll.append(apply_collection(state, collection, ours, job_retention=timedelta(days=30)).new_runs)
+        server_now += timedelta(hours=3)
+        await sim.advance(3 * 3600)
+    end = server_now - timedelta(hours=3)
+
+    assert -skew.total_seconds() - 10 <= collection.summary["server_ahead_seconds"] <= -skew.total_seconds() + 10
+    finished = {
+        str(job.job_id)
+        for job in sim.dataset.jobs(end)
+        if job.visible and job.plan.job_type == "Backup" and job.finished(end)
+    }
+    counted = sum(sum(job.runs_total.values()) for job in state.jobs.values())
+    # Every distinct finished run counted, none twice.
+    assert counted == len(distinct)
+    assert distinct <= finished
+    assert all(n < 40 for n in new_per_poll[1:]), new_per_poll
+
+
 async def test_undocumented_status_is_logged_once(
     aiohttp_server: Callable[..., Awaitable[TestServer]], caplog: pytest.LogCaptureFixture
 ) -> None:

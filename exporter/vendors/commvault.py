@@ -14,9 +14,10 @@ releases) or `/webconsole/api` (older ones). Calls:
   jobs, so a job leaving the list mid-paging cannot push another one between
   two pages. `jobCategory=All` returns every job still in progress whatever
   its age. `completedJobLookupTime` counts seconds back from the SERVER's now:
-  it is `now - since`, plus how far the server's clock is ahead of ours (from
-  its `Date` header), plus a 10-minute margin; when the first page shows the
-  server's clock jumped ahead, the first page is asked for again.
+  it is `now - since`, plus how far the server's clock is ahead of ours
+  (negative when behind; from its `Date` header), plus a 10-minute margin;
+  when the first page shows the server's clock jumped ahead, the first page
+  is asked for again.
 
 Requests per poll: P = 1 + ceil(max(0, T - L) / (L - K)) job pages, T being
 `totalRecordsWithoutPaging`, L the page size (100) and K the page overlap (5);
@@ -765,8 +766,10 @@ class CommvaultClient:
         overlap = self.page_overlap if page_overlap is None else page_overlap
         self._overlap = max(0, min(overlap, self._limit // 4))
         self._unknown_logged: set[str] = set()
-        # How far the server's clock is ahead of ours (never negative: a
-        # server behind us only widens the window, which loses nothing).
+        # How far the server's clock is ahead of ours; negative when behind.
+        # `since` comes from run times in the server's clock, so a server
+        # days behind must not widen the window by days: runs older than
+        # what the state still remembers would be counted again.
         self._server_ahead = timedelta()
 
     async def close(self) -> None:
@@ -839,13 +842,14 @@ class CommvaultClient:
         return {"completedJobLookupTime": str(max(1, lookup)), "jobCategory": "All", "jobFilter": self._job_filter}
 
     def _observe_clock(self, response: Response, tally: _Tally, now: datetime) -> bool:
-        """Learn how far the server's clock is ahead of ours from its Date
-        header; True when that moved by more than the margin allows for."""
+        """Learn how far the server's clock is ahead of (or behind) ours from
+        its Date header; True when it moved ahead by more than the margin
+        allows for (the window asked for then started too late)."""
         server_now = _http_date(response.headers.get("Date"))
         if server_now is None:
             return False
         ours = now + timedelta(seconds=asyncio.get_running_loop().time() - tally.started)
-        ahead = max(timedelta(), server_now - ours)
+        ahead = server_now - ours
         moved = ahead - self._server_ahead > LOOKUP_MARGIN / 2
         self._server_ahead = ahead
         return moved
