@@ -70,6 +70,10 @@ class Secret:
 class TlsConfig:
     ca_file: str | None = None
     insecure_skip_verify: bool = False
+    # SHA-256 of the CA bundle as loaded: a reload after the file was
+    # replaced at the same path (a renewed CA) makes the target differ, so
+    # its collector restarts and trusts the new bundle.
+    ca_digest: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -879,7 +883,17 @@ def _tls(target: _Section) -> TlsConfig:
     if insecure and section.has("ca_file"):
         # Verification off makes ca_file do nothing: one of them is a mistake.
         section.ctx.error(section.location, "give either ca_file or insecure_skip_verify: true, not both")
-    return TlsConfig(ca_file=ca_file, insecure_skip_verify=insecure)
+    return TlsConfig(ca_file=ca_file, insecure_skip_verify=insecure, ca_digest=_digest(ca_file))
+
+
+def _digest(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        # Just loaded by _ca_file; gone since: the poller's load reports it.
+        return None
 
 
 def _ca_file(section: _Section) -> str | None:

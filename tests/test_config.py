@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import re
 import shutil
 from datetime import timedelta
@@ -290,7 +291,11 @@ def test_full_config(tmp_path: Path, pki: Pki) -> None:
         username="svc@acme",
         password=Secret("p@ss word"),
         labels={"tenant": "acme", "region": "eu"},
-        tls=TlsConfig(ca_file=str(tmp_path / "ca.pem"), insecure_skip_verify=False),
+        tls=TlsConfig(
+            ca_file=str(tmp_path / "ca.pem"),
+            insecure_skip_verify=False,
+            ca_digest=hashlib.sha256((tmp_path / "ca.pem").read_bytes()).hexdigest(),
+        ),
         interval=timedelta(minutes=15),
         timeout=timedelta(minutes=5),
         lookback=timedelta(days=30),

@@ -5,6 +5,7 @@ TargetCollector (and, for the warnings, by the exporter process)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import signal
 import ssl
@@ -21,12 +22,13 @@ from aiohttp import web
 from exporter.config import Config, ConfigError, TlsConfig, load_config, parse_config, security_warnings
 from exporter.exposition import Exposition
 from exporter.metrics import FAMILIES
-from exporter.poller import TargetCollector
+from exporter.poller import Poller, TargetCollector
 from exporter.redact import Redactor
 from exporter.simulators import SIMULATORS
 from exporter.state import TargetHealth, TargetState
 from exporter.store import Store
 from exporter.vendors import VENDORS
+from tests import certs
 from tests.certs import KeyPair, Pki
 from tests.harness import ExporterProcess, parse_exposition, run_cli, select, write_config
 
@@ -255,7 +257,49 @@ def test_ca_file_and_insecure_skip_verify_together_are_a_config_error(pki: Pki, 
 def test_ca_file_accepts_a_pem_ca_or_a_certificate_to_pin(pki: Pki, tmp_path: Path, which: str) -> None:
     ca = pki.ca if which == "ca" else pki.server.cert
     config = load_config(tls_config(tmp_path, {"ca_file": str(ca)}), environ={}, vendors=VENDORS)
-    assert config.targets[0].tls == TlsConfig(ca_file=str(ca), insecure_skip_verify=False)
+    digest = hashlib.sha256(ca.read_bytes()).hexdigest()
+    assert config.targets[0].tls == TlsConfig(ca_file=str(ca), insecure_skip_verify=False, ca_digest=digest)
+
+
+def _renewed_pki(tmp_path: Path) -> Pki:
+    directory = tmp_path / "renewed"
+    directory.mkdir()
+    return certs.make_pki(directory)
+
+
+def test_a_ca_file_replaced_at_the_same_path_changes_the_target(pki: Pki, tmp_path: Path) -> None:
+    # A renewed CA written over the old file, then a reload: the target must
+    # differ, or the poller keeps its collector and the old trust.
+    other = _renewed_pki(tmp_path)
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(pki.ca.read_bytes())
+    path = tls_config(tmp_path, {"ca_file": str(ca)})
+    before = load_config(path, environ={}, vendors=VENDORS).targets[0]
+    assert load_config(path, environ={}, vendors=VENDORS).targets[0] == before
+    ca.write_bytes(other.ca.read_bytes())
+    after = load_config(path, environ={}, vendors=VENDORS).targets[0]
+    assert after != before
+    assert after.tls.ca_file == before.tls.ca_file
+
+
+async def test_reload_after_the_ca_file_was_replaced_trusts_the_new_one(serve: Serve, pki: Pki, tmp_path: Path) -> None:
+    url = await serve("keepit", pki.server)
+    other = _renewed_pki(tmp_path)
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(other.ca.read_bytes())  # not the CA that signed the server
+    path = write_config(tmp_path / "config.yml", [target_for("keepit", url, {"ca_file": str(ca)})])
+    store = Store(tmp_path / "data" / "state.db")
+    await store.open()
+    poller = Poller(store, Exposition(FAMILIES), VENDORS, {})
+    try:
+        await poller.apply(load_config(path, environ={}, vendors=VENDORS), start=False)
+        assert await poller.collect_all_once() == {"keepit-tls": False}
+        ca.write_bytes(pki.ca.read_bytes())  # the right CA, at the same path
+        await poller.apply(load_config(path, environ={}, vendors=VENDORS), start=False)
+        assert await poller.collect_all_once() == {"keepit-tls": True}
+    finally:
+        await poller.stop()
+        await store.close()
 
 
 @pytest.mark.parametrize(
