@@ -21,8 +21,11 @@ def test_benchmark_runs_at_tiny_size(name: str) -> None:
     results = load(name)(quick=True)
     assert results, f"{name} reported nothing"
     for result in results:
-        assert result.name and result.figure and result.baseline, result
-        assert math.isfinite(result.ratio) and result.ratio >= 0, result
+        assert result.name, result
+        assert result.figure, result
+        assert result.baseline, result
+        assert math.isfinite(result.ratio), result
+        assert result.ratio >= 0, result
 
 
 def test_cli_prints_machine_and_table() -> None:
@@ -35,7 +38,8 @@ def test_cli_prints_machine_and_table() -> None:
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("machine: ") and "CPUs" in lines[0]
+    assert lines[0].startswith("machine: ")
+    assert "CPUs" in lines[0]
     assert lines[1].split()[:4] == ["benchmark", "figure", "baseline", "ratio"]
     assert any(line.startswith("render after 1 of") for line in lines)
 
