@@ -225,7 +225,13 @@ def middleware(config: WebConfig) -> Middleware:
             )
             response.headers.update(config.headers)
             return response
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            # 404, 405 and any raised HTTP error: the configured headers
+            # (X-Frame-Options, HSTS, ...) belong on every answer.
+            exc.headers.update(config.headers)
+            raise
         response.headers.update(config.headers)
         return response
 
