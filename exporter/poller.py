@@ -14,12 +14,13 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from exporter.config import Config, TargetConfig
 from exporter.exposition import Exposition
 from exporter.metrics import render_target
-from exporter.model import JobKey
+from exporter.model import Collection, JobKey
 from exporter.redact import Redactor
 from exporter.state import TargetHealth, TargetState, apply_collection
 from exporter.store import Store, StoreError
@@ -125,6 +126,7 @@ class TargetCollector:
             self.publish()
             return False
 
+        collection = _without_secrets(collection, self._redact)
         result = apply_collection(self.state, collection, now, job_retention=self.config.global_.job_retention)
         # When the collection ended, not when it started: `now` above is the
         # vendor query's reference time.
@@ -217,6 +219,22 @@ def _job_names(keys: Sequence[JobKey]) -> str:
 
 def _timeout_error(target: TargetConfig) -> CollectionError:
     return TimeoutCollectionError(f"collection exceeded the timeout of {target.timeout.total_seconds():.0f}s")
+
+
+def _without_secrets(collection: Collection, redact: Redactor) -> Collection:
+    """Vendor text can quote a credential (a failed login's message naming the
+    password it was given): failure reasons and job info are kept, and so
+    exported, only redacted."""
+    runs = list(collection.runs)
+    changed = False
+    for index, run in enumerate(runs):
+        if run.reason and (clean := redact(run.reason)) != run.reason:
+            runs[index] = replace(run, reason=clean)
+            changed = True
+    info = {key: {name: redact(value) for name, value in labels.items()} for key, labels in collection.job_info.items()}
+    if info != collection.job_info:
+        changed = True
+    return replace(collection, runs=tuple(runs), job_info=info) if changed else collection
 
 
 def _unexpected(exc: Exception) -> CollectionError:
