@@ -15,8 +15,6 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from exporter import __version__
 from exporter.allocator import pin_mmap_threshold
 from exporter.config import (
@@ -28,6 +26,7 @@ from exporter.config import (
     security_warnings,
     warn_world_readable,
 )
+from exporter.httpthread import ServerThread
 from exporter.logs import LEVELS, RedactingFilter, setup_logging
 from exporter.poller import TargetCollector
 from exporter.redact import Redactor
@@ -291,15 +290,17 @@ async def _serve(
         await service.stop()
         print(f"backup-exporter: {exc} (check --storage.path: it must be a writable directory)", file=sys.stderr)
         return 1
-    runner = web.AppRunner(create_app(service, args.telemetry_path, web_config), access_log=None)
-    await runner.setup()
+    # HTTP on its own thread and loop: scrapes do not queue behind collection callbacks.
+    server = ServerThread(
+        create_app(service, args.telemetry_path, web_config),
+        host,
+        port,
+        ssl_context=web_config.ssl_context if web_config else None,
+    )
     try:
-        ssl_context = web_config.ssl_context if web_config else None
-        site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=ssl_context)
-        await site.start()
+        await server.start()
     except OSError as exc:
         log.error("cannot listen", extra={"address": args.listen_address, "error": str(exc)})
-        await runner.cleanup()
         await service.stop()
         return 1
     log.info(
@@ -331,6 +332,8 @@ async def _serve(
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(sig)
-    await runner.cleanup()
+    # Stops accepting and finishes requests in flight first: those marshalled to
+    # this loop still need the service.
+    await server.stop()
     await service.stop()
     return 0

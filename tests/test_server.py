@@ -289,8 +289,11 @@ async def test_status_page_lists_targets_and_escapes_errors(
     for name in names:
         assert targets_table.count(f"<td>{name}</td>") == 1, name
         assert "<td>keepit</td>" in rows[name]
+    assert 'data-state="up"' in rows["keepit-good"]
     assert ">up<" in rows["keepit-good"]
+    assert 'data-state="down"' in rows["keepit-garbage"]
     assert ">DOWN<" in rows["keepit-garbage"]
+    assert 'data-state="down"' in rows["keepit-hostile"]
     assert ">DOWN<" in rows["keepit-hostile"]
     assert "malformed XML" in rows["keepit-garbage"]
     # The vendor's markup is shown as text, never as markup.
@@ -302,7 +305,7 @@ async def test_status_page_lists_targets_and_escapes_errors(
 
 
 def _row(page: str, name: str) -> str:
-    start = page.index(f"<tr><td>{name}</td>")
+    start = page.index(f'<tr data-target="{name}"')
     return page[start : page.index("</tr>", start)]
 
 
@@ -319,8 +322,9 @@ async def test_status_page_lists_failing_and_overdue_jobs(pair: Pair) -> None:
     assert {"Salesforce Production", "Google Workspace"} <= failing  # the exporter knows them
     _, body, _ = await pair.exporter.get("/")
     page = body.decode()
+    jobs_table = page[page.index('<table id="jobs">') :]
     for job in ("Salesforce Production", "Google Workspace"):
-        assert job in page, f"failing job {job!r} not on the status page"
+        assert f'<tr data-target="keepit-a" data-job="{job}" data-problems="failed' in jobs_table, job
 
 
 # --- gzip ----------------------------------------------------------------------------
