@@ -167,7 +167,8 @@ def bench_render(*, quick: bool = False) -> list[Result]:
             f"{assembly * 1e3:.1f} ms",
             f"{baseline * 1e3:.1f} ms",
             assembly / baseline,
-            "informative: join of cached fragments, done by a background thread, off the collection and scrape paths; no target",
+            "informative: join of cached fragments, done by a background thread "
+            "(off the collection and scrape paths); no target",
         ),
         Result(
             "full render vs prometheus_client",
