@@ -225,10 +225,15 @@ def _string(node: Mapping[str, Any], key: str, what: str) -> str | None:
 
 def _count(value: Any, key: str, what: str) -> int | None:
     """A non-negative integer, also as a string of digits; None when null."""
+    if type(value) is int and 0 <= value < INT64_LIMIT:
+        # The common case first; tests hold it to _count_general.
+        return value
+    return _count_general(value, key, what)
+
+
+def _count_general(value: Any, key: str, what: str) -> int | None:
     if value is None:
         return None
-    if type(value) is int and 0 <= value < INT64_LIMIT:
-        return value
     if isinstance(value, str) and _DIGITS.match(value.strip()):
         return int(value.strip())
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < INT64_LIMIT:

@@ -248,8 +248,13 @@ def _field(node: Mapping[str, Any], key: str) -> Any:
 def _scalar(node: Mapping[str, Any], key: str, what: str) -> str | int | float | bool | None:
     value = node.get(key, _ABSENT)
     if type(value) in _PLAIN and "@" + key not in node:
-        # The common case first (a JSON member, a value): what _field finds.
+        # The common case first (a JSON member, a value): what _field finds;
+        # tests hold it to _scalar_general.
         return value  # type: ignore[no-any-return]
+    return _scalar_general(node, key, what)
+
+
+def _scalar_general(node: Mapping[str, Any], key: str, what: str) -> str | int | float | bool | None:
     if key in node and "@" + key in node:
         raise ParseError(f"{what}: {key} is both an attribute and an element")
     value = _field(node, key)
@@ -280,7 +285,12 @@ def _int(node: Mapping[str, Any], key: str, what: str) -> int | None:
     """A non-negative integer from a JSON number or a string ("12", "12.0")."""
     value = _scalar(node, key, what)
     if type(value) is int and 0 <= value < INT64_LIMIT:
+        # The common case first; tests hold it to _whole_number.
         return value
+    return _whole_number(value, key, what)
+
+
+def _whole_number(value: str | int | float | bool | None, key: str, what: str) -> int | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, bool):

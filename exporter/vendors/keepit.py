@@ -103,8 +103,13 @@ def _text(node: Mapping[str, Any], key: str, what: str) -> str | None:
     """The stripped text of child `<key>`; None when absent or empty."""
     value = node.get(key)
     if type(value) is str:
-        # The common case first: an element holding text.
+        # The common case first (an element holding text); tests hold it to _text_general.
         return value.strip() or None
+    return _text_general(node, key, what)
+
+
+def _text_general(node: Mapping[str, Any], key: str, what: str) -> str | None:
+    value = node.get(key)
     if isinstance(value, dict):
         # An element with attributes; an element with child elements is not a value.
         if any(not k.startswith("@") and k != "#text" for k in value):

@@ -269,8 +269,13 @@ def _text(node: Mapping[str, Any], key: str, what: str) -> str | None:
     """The stripped text of field `key` (folded); None when absent, null or empty."""
     value = node.get(key)
     if type(value) is str:
-        # The common case first: a plain value.
+        # The common case first (a plain value); tests hold it to _text_general.
         return value.strip() or None
+    return _text_general(node, key, what)
+
+
+def _text_general(node: Mapping[str, Any], key: str, what: str) -> str | None:
+    value = node.get(key)
     if isinstance(value, dict):
         # An XML element with attributes; one with child elements is not a value.
         if any(not k.startswith("@") and k != "#text" for k in value):
