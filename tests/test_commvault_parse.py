@@ -241,8 +241,10 @@ def test_every_documented_status_is_mapped() -> None:
 
 @pytest.mark.parametrize(("text", "status"), sorted(EXPECTED.items()))
 def test_status_mapping(text: str, status: Status) -> None:
-    for variant in (text, text.upper(), text.lower(), f"  {text} ", text.replace(" ", "  ")):
+    for variant in (text, text.upper(), text.lower(), f"  {text} ", f"\t{text.replace(' ', '   ')}\t"):
         assert map_status(variant) == (status, True)
+        # A documented status is itself, whether or not the job has an end time.
+        assert map_status(variant, has_end=True) == (status, True)
 
 
 @pytest.mark.parametrize(
