@@ -162,10 +162,6 @@ class Config:
         targets = tuple(t for t in self.targets if shard_of(t.name, count) == index)
         return dataclasses.replace(self, targets=targets)
 
-    def describe(self) -> list[str]:
-        """One line per target, what `--check-config` prints; secrets show as <secret>."""
-        return [_describe_target(target) for target in self.targets]
-
 
 def shard_of(name: str, count: int) -> int:
     """The shard (0..count-1) a target name belongs to."""
@@ -303,11 +299,6 @@ def warn_world_readable(path: str | Path, *, vendors: Mapping[str, VendorSpec] |
         f"{path} is readable by other users (mode {stat.S_IMODE(mode):04o}) and holds secrets inline "
         f"at {', '.join(inline)}: remove read access for others (chmod o-r) or move them to <key>_file or ${{VAR}}"
     )
-
-
-def describe(config: Config) -> str:
-    """The `--check-config` summary: Config.describe(), one target per line."""
-    return "\n".join(config.describe())
 
 
 def security_warnings(config: Config) -> list[tuple[str, str]]:
@@ -1075,31 +1066,10 @@ def _has_variable(text: str) -> bool:
     return any(match.group(0) != "$${" for match in _REFERENCE.finditer(text))
 
 
-def _describe_target(target: TargetConfig) -> str:
-    parts = [
-        f"{target.name}: vendor={target.vendor}",
-        f"url={_without_userinfo(target.url)}",
-        f"interval={_format_duration(target.interval)}",
-        f"timeout={_format_duration(target.timeout)}",
-        f"rpo={_format_duration(target.rpo)}",
-    ]
-    if target.labels:
-        parts.append("labels={" + ", ".join(f"{k}={_show(v)}" for k, v in sorted(target.labels.items())) + "}")
-    if target.username is not None:
-        parts.append(f"username={_show(target.username)}")
-    if target.password is not None:
-        parts.append(f"password={_show(target.password)}")
-    if target.tls.ca_file:
-        parts.append(f"ca_file={target.tls.ca_file}")
-    if target.tls.insecure_skip_verify:
-        parts.append("insecure_skip_verify=true")
-    parts += [f"{key}={_show(value)}" for key, value in sorted(target.options.items())]
-    return " ".join(parts)
-
-
-def describe_targets(config: Config) -> str:
+def describe_targets(config: Config, vendors: Mapping[str, VendorSpec] | None = None) -> str:
     """What `--check-config` prints: a block per target saying where it goes,
-    what it collects and how; secrets show as <secret>."""
+    what it collects (in its vendor's words) and how; secrets show as <secret>."""
+    specs = _registered_vendors() if vendors is None else vendors
     if not config.targets:
         return f"{config.source}: no targets configured"
     warnings: dict[str, list[str]] = {}
@@ -1107,18 +1077,18 @@ def describe_targets(config: Config) -> str:
         warnings.setdefault(name, []).append(warning)
     blocks = []
     for target in config.targets:
-        lines = _target_block(target)
+        lines = _target_block(target, specs)
         lines += [f"  {'WARNING:':<13}{warning}" for warning in warnings.get(target.name, [])]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
-def _target_block(target: TargetConfig) -> list[str]:
+def _target_block(target: TargetConfig, vendors: Mapping[str, VendorSpec]) -> list[str]:
     # The first line keeps the one-line form's `name: vendor=...` start, which
     # operators grep for.
     lines = [f"{target.name}: vendor={target.vendor} url={_without_userinfo(target.url)}"]
     fields = [
-        ("collects", _collects(target)),
+        ("collects", _collects(target, vendors)),
         (
             "timing",
             f"interval={_format_duration(target.interval)} timeout={_format_duration(target.timeout)} "
@@ -1133,53 +1103,11 @@ def _target_block(target: TargetConfig) -> list[str]:
     return lines
 
 
-def _collects(target: TargetConfig) -> str:
-    describe_vendor = _COLLECTS.get(target.vendor)
-    return describe_vendor(target.options) if describe_vendor else "as the vendor module defines (see options)"
-
-
-def _keepit_collects(options: Mapping[str, Any]) -> str:
-    wanted = options.get("connectors")
-    which = f"connectors {_show(wanted)} only" if wanted else "all connectors"
-    account = f"account {_show(options['account'])}" if options.get("account") else "the token's own account"
-    return (
-        f"{which} of {account}; per connector: jobs running and finished since the last poll, "
-        "and the snapshot history (at least 3 requests per connector per poll)"
-    )
-
-
-def _veeam_collects(options: Mapping[str, Any]) -> str:
-    return (
-        f"format={options.get('format', 'xml')}; queries BackupJobSession (running, and created since the "
-        "last poll), Job and Repository: at least 4 requests per poll, plus a logon when the session expired"
-    )
-
-
-def _commvault_collects(options: Mapping[str, Any]) -> str:
-    types = options.get("job_types") or ["Backup"]
-    return (
-        f"job types {', '.join(str(t) for t in types)}, format={options.get('format', 'json')}; "
-        "GET Job back to the last poll, 100 jobs a page, plus a login when the token expired"
-    )
-
-
-def _avepoint_collects(options: Mapping[str, Any]) -> str:
-    services = [str(s) for s in options.get("services") or []]
-    job_types = [str(t) for t in options.get("job_types") or []]
-    where = f" in location {options['location']}" if options.get("location") else ""
-    return (
-        f"services {', '.join(services)} x job types {', '.join(job_types)} = "
-        f"{len(services) * len(job_types)} requests per poll (more when paged){where}, "
-        f"plus a token from {options.get('token_url')} when it expired"
-    )
-
-
-_COLLECTS: Final[Mapping[str, typing.Callable[[Mapping[str, Any]], str]]] = {
-    "keepit": _keepit_collects,
-    "veeam": _veeam_collects,
-    "commvault": _commvault_collects,
-    "avepoint": _avepoint_collects,
-}
+def _collects(target: TargetConfig, vendors: Mapping[str, VendorSpec]) -> str:
+    spec = vendors.get(target.vendor)
+    if spec is None or spec.describe is None:
+        return "as the vendor module defines (see options)"
+    return spec.describe(target.options)
 
 
 def _tls_summary(target: TargetConfig) -> str:

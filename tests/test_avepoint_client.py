@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from exporter.config import ConfigError, Secret, TargetConfig, parse_config
+from exporter.config import ConfigError, Secret, TargetConfig, describe_targets, parse_config
 from exporter.model import Collection, JobKey, Run, Status
 from exporter.simulators.avepoint import (
     CURRENT_PATH,
@@ -589,8 +589,8 @@ def test_config_keys_defaults_and_secret_file(tmp_path: Path) -> None:
     assert target.options["services"] == list(DEFAULT_SERVICES)
     assert target.options["job_types"] == ["backup"]
     assert "location" not in target.options
-    assert DEMO_CLIENT_SECRET not in config.describe()[0]
-    assert "client_secret=<secret>" in config.describe()[0]
+    assert DEMO_CLIENT_SECRET not in describe_targets(config)
+    assert "client_secret=<secret>" in describe_targets(config)
 
 
 def test_config_requires_client_credentials() -> None:

@@ -20,7 +20,7 @@ from exporter.config import (
     Secret,
     TargetConfig,
     TlsConfig,
-    describe,
+    describe_targets,
     load_config,
     parse_config,
     warn_world_readable,
@@ -503,13 +503,22 @@ def test_secrets_never_shown(tmp_path: Path) -> None:
     # Raw, and base64 as they go over the wire: each alone, and HTTP Basic's user:password.
     encoded = [base64.b64encode(s.encode()).decode() for s in [*raw, f"u:{INLINE_SECRET}"]]
     assert sorted(config.secrets()) == sorted(raw + encoded)
-    shown = [str(config), repr(config), "\n".join(config.describe()), *(str(t) for t in config.targets)]
+    shown = [str(config), repr(config), describe_targets(config, BOTH_VENDORS), *(str(t) for t in config.targets)]
     for text in shown:
         for secret in config.secrets():
             assert secret not in text
 
 
-def test_describe() -> None:
+def _blocks(text: str) -> dict[str, list[str]]:
+    """--check-config's blocks by target name: the first line, then `field: value` lines."""
+    blocks = {}
+    for block in text.split("\n\n"):
+        lines = block.splitlines()
+        blocks[lines[0].split(":", 1)[0]] = lines
+    return blocks
+
+
+def test_describe_targets_says_where_what_and_how_without_secrets() -> None:
     config = parse(
         "targets:\n"
         "  - name: keepit-dk\n"
@@ -522,25 +531,46 @@ def test_describe() -> None:
         "    connectors: [Microsoft 365]\n"
         "  - {name: tv, vendor: tokenvendor, url: 'https://c.example', client_id: i, client_secret: s, rpo: 90m}\n"
     )
-    assert config.describe() == [
-        'keepit-dk: vendor=keepit url=https://dk-co.keepit.com interval=5m timeout=2m rpo=1d2h labels={region="eu", '
-        'tenant="acme"} username="svc" password=<secret> insecure_skip_verify=true connectors=["Microsoft 365"]',
-        'tv: vendor=tokenvendor url=https://c.example interval=5m timeout=2m rpo=1h30m client_id="i" '
-        'client_secret=<secret> jobs=[] scope="api://default"',
-    ]
+    text = describe_targets(config, BOTH_VENDORS)
+    assert "hunter2" not in text
+    blocks = _blocks(text)
+    assert list(blocks) == ["keepit-dk", "tv"]
+
+    keepit_dk = blocks["keepit-dk"]
+    assert keepit_dk[0] == "keepit-dk: vendor=keepit url=https://dk-co.keepit.com"
+    fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in keepit_dk[1:]}
+    # In the vendor's own words (keepit.describe_collection), with its options.
+    assert fields["collects"].startswith('connectors ["Microsoft 365"] only')
+    assert fields["timing"] == "interval=5m timeout=2m lookback=7d rpo=1d2h"
+    assert "NOT verified" in fields["tls"]
+    assert fields["labels"] == 'region="eu" tenant="acme"'
+    assert fields["credentials"] == 'username="svc" password=<secret>'
+    assert "verification is OFF" in fields["WARNING"]
+
+    tv = blocks["tv"]
+    fields = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in tv[1:]}
+    # A vendor that does not describe itself: its options say it.
+    assert fields["collects"] == "as the vendor module defines (see options)"
+    assert fields["timing"].endswith("rpo=1h30m")
+    assert 'client_id="i" client_secret=<secret>' in fields["options"]
+    assert "WARNING" not in fields
 
 
-def test_describe_function_joins_lines() -> None:
-    config = parse(keepit_target() + "  - {name: b, vendor: keepit, url: 'https://b.example'}\n")
-    assert describe(config) == "\n".join(config.describe())
-    assert len(describe(config).splitlines()) == 2
+def test_every_registered_vendor_describes_what_it_collects() -> None:
+    for name, spec in REAL_VENDORS.items():
+        assert spec.describe is not None, name
+        assert spec.describe(spec.defaults), name
+
+
+def test_describe_targets_of_no_targets_says_so() -> None:
+    assert describe_targets(Config(source="empty.yml")) == "empty.yml: no targets configured"
 
 
 def test_describe_strips_userinfo_of_targets_built_in_code() -> None:
     target = TargetConfig(name="demo", vendor="keepit", url="http://user:pw@127.0.0.1:8080/api")
-    (line,) = Config(targets=(target,)).describe()
-    assert "url=http://127.0.0.1:8080/api " in line
-    assert "pw" not in line
+    text = describe_targets(Config(targets=(target,)))
+    assert text.splitlines()[0] == "demo: vendor=keepit url=http://127.0.0.1:8080/api"
+    assert "pw" not in text
 
 
 @pytest.mark.parametrize(

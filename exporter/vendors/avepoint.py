@@ -879,6 +879,17 @@ def validate_options(target: TargetConfig) -> list[tuple[str, str]]:
     return problems
 
 
+def describe_collection(options: Mapping[str, Any]) -> str:
+    services = [str(s) for s in options["services"]]
+    job_types = [str(t) for t in options["job_types"]]
+    where = f" in location {options['location']}" if options.get("location") else ""
+    return (
+        f"services {', '.join(services)} x job types {', '.join(job_types)} = "
+        f"{len(services) * len(job_types)} requests per poll (more when paged){where}, "
+        f"plus a token from {options['token_url']} when it expired"
+    )
+
+
 SPEC = VendorSpec(
     name="avepoint",
     client=AvePointClient,
@@ -902,4 +913,5 @@ SPEC = VendorSpec(
     },
     credentials=False,
     validate=validate_options,
+    describe=describe_collection,
 )

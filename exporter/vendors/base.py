@@ -425,6 +425,9 @@ class VendorSpec:
     # Which of the vendor's job types create recovery points. Only those have
     # an RPO (backup_job_rpo_seconds): nobody is paged because no restore ran.
     protects: Callable[[str], bool] = creates_recovery_points
+    # What `--check-config` says a target will collect, from its options
+    # (defaults applied): the requests it makes and what filters them.
+    describe: Callable[[Mapping[str, Any]], str] | None = None
 
 
 # --- --check-config --connect ----------------------------------------------------

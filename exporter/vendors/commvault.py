@@ -937,6 +937,15 @@ def _config_problems(target: TargetConfig) -> list[tuple[str, str]]:
     return [(key, message) for key, message in check_target(target) if key not in ("username", "password")]
 
 
+def describe_collection(options: Mapping[str, Any]) -> str:
+    types = options["job_types"]
+    which = f"job types {', '.join(str(t) for t in types)}" if types else "all job types"
+    return (
+        f"{which}, format={options['format']}; GET Job back to the last poll, "
+        f"{CommvaultClient.page_limit} jobs a page, plus a login when the token expired"
+    )
+
+
 SPEC = VendorSpec(
     name="commvault",
     client=CommvaultClient,
@@ -947,4 +956,5 @@ SPEC = VendorSpec(
     info_labels=INFO_LABELS,
     choices={"format": tuple(FORMATS)},
     validate=_config_problems,
+    describe=describe_collection,
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import math
 import re
@@ -603,6 +604,17 @@ class KeepitClient:
         return sorted(found.values(), key=lambda s: (s.timestamp, s.complete))
 
 
+def describe_collection(options: Mapping[str, Any]) -> str:
+    wanted = options.get("connectors")
+    which = f"connectors {json.dumps(wanted, ensure_ascii=False)} only" if wanted else "all connectors"
+    account = options.get("account")
+    of = f"account {json.dumps(account, ensure_ascii=False)}" if account else "the token's own account"
+    return (
+        f"{which} of {of}; per connector: jobs running and finished since the last poll, "
+        "and the snapshot history (at least 3 requests per connector per poll)"
+    )
+
+
 SPEC = VendorSpec(
     name="keepit",
     client=KeepitClient,
@@ -610,4 +622,5 @@ SPEC = VendorSpec(
     secrets=(),
     required=("username", "password"),
     info_labels=("connector_type", "connector_guid"),
+    describe=describe_collection,
 )

@@ -955,6 +955,13 @@ class VeeamClient:
             number += 1
 
 
+def describe_collection(options: Mapping[str, Any]) -> str:
+    return (
+        f"format={options['format']}; queries BackupJobSession (running, and created since the "
+        "last poll), Job and Repository: at least 4 requests per poll, plus a logon when the session expired"
+    )
+
+
 SPEC = VendorSpec(
     name="veeam",
     client=VeeamClient,
@@ -964,4 +971,5 @@ SPEC = VendorSpec(
     defaults={"format": DEFAULT_FORMAT},
     choices={"format": tuple(FORMATS)},
     info_labels=("backup_server", "schedule_enabled"),
+    describe=describe_collection,
 )
