@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import xmltodict
 from aiohttp.test_utils import make_mocked_request
 
-from benchmarks.common import Result
+from benchmarks.common import Result, verdict
 from exporter.model import JobKey
 from exporter.simulators import avepoint as sim_avepoint
 from exporter.simulators import commvault as sim_commvault
@@ -198,8 +198,7 @@ def _measure(case: Case, repeat: int) -> Result:
         f"{figure:,.0f} runs/s",
         f"{baseline:,.0f} runs/s",
         ratio,
-        f"baseline: bare {bare}; the parser adds: {case.extra}; "
-        f"target >= {TARGET}x: {'met' if ratio >= TARGET else 'NOT met'}",
+        f"baseline: bare {bare}; the parser adds: {case.extra}; target >= {TARGET}x: {verdict(ratio >= TARGET)}",
     )
 
 

@@ -30,3 +30,8 @@ def median_seconds(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def verdict(met: bool) -> str:
+    """How every Result's note says whether its target was met."""
+    return "met" if met else "NOT met"

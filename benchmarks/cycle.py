@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks.common import Result
+from benchmarks.common import Result, verdict
 
 LATENCY = 0.1
 CONCURRENCY = 32
@@ -159,7 +159,7 @@ async def _bench(targets: int, cycles: int, apps: int) -> list[Result]:
     measured = statistics.median(times)
     ideal = targets / CONCURRENCY * LATENCY * per_target
     ratio = measured / ideal
-    verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
+    met = verdict(ratio <= TARGET_RATIO)
     return [
         Result(
             f"cycle of {targets} targets, 100 ms latency, concurrency {CONCURRENCY}",
@@ -168,7 +168,7 @@ async def _bench(targets: int, cycles: int, apps: int) -> list[Result]:
             ratio,
             f"{per_target:.1f} requests/target, median of {len(times)} cycles, {failed} failed; "
             f"1 simulator alone: {sim_rate:.0f} req/s (ideal needs {CONCURRENCY / LATENCY:.0f}); "
-            f"target <= {TARGET_RATIO}x: {verdict}",
+            f"target <= {TARGET_RATIO}x: {met}",
         )
     ]
 

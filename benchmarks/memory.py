@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from benchmarks.common import Result
+from benchmarks.common import Result, verdict
 
 TARGET_MB = 300.0
 # "No growth": allow for allocator noise, not for a per-collection leak.
@@ -213,10 +213,6 @@ def _mb(kb: int) -> float:
     return kb / 1024
 
 
-def _verdict(met: bool) -> str:
-    return "met" if met else "NOT met"
-
-
 def bench_memory(*, quick: bool = False) -> list[Result]:
     targets, jobs, collections, warmup = (20, 20, 100, 20) if quick else (500, 200, 1000, 200)
     r = _run_child(targets, jobs, collections, warmup)
@@ -234,7 +230,7 @@ def bench_memory(*, quick: bool = False) -> list[Result]:
             f"{bare:.0f} MB bare",
             loaded / bare,
             f"{size}; peak {hwm:.0f} MB; load {r['load_seconds']:.0f}s; "
-            f"target < {TARGET_MB:.0f} MB: {_verdict(loaded < TARGET_MB)}",
+            f"target < {TARGET_MB:.0f} MB: {verdict(loaded < TARGET_MB)}",
         ),
         Result(
             f"RSS growth over {collections - warmup} collections after warm-up",
@@ -243,7 +239,7 @@ def bench_memory(*, quick: bool = False) -> list[Result]:
             end / warm,
             f"end {end:.0f} MB; from collection {targets} (all re-polled once) {end - round_one:+.1f} MB; "
             f"Python blocks alive {r['end']['blocks'] - r['warm']['blocks']:+d} of {r['warm']['blocks']}; "
-            f"target ~0 (<= {GROWTH_TOLERANCE_MB:g} MB): {_verdict(growth <= GROWTH_TOLERANCE_MB)}",
+            f"target ~0 (<= {GROWTH_TOLERANCE_MB:g} MB): {verdict(growth <= GROWTH_TOLERANCE_MB)}",
         ),
     ]
     if not quick:
@@ -267,8 +263,8 @@ def _issue_series_case(*, pin: bool) -> Result:
         f"{loaded:.0f} MB",
         f"{bare:.0f} MB bare",
         loaded / bare,
-        f"{r['series']} series; growth after warm-up {growth:+.1f} MB ({_verdict(fixed)}), Python blocks alive "
-        f"{r['end']['blocks'] - r['warm']['blocks']:+d}; target < {TARGET_MB:.0f} MB: {_verdict(loaded < TARGET_MB)}",
+        f"{r['series']} series; growth after warm-up {growth:+.1f} MB ({verdict(fixed)}), Python blocks alive "
+        f"{r['end']['blocks'] - r['warm']['blocks']:+d}; target < {TARGET_MB:.0f} MB: {verdict(loaded < TARGET_MB)}",
     )
 
 

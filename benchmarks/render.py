@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from benchmarks.common import Result, median_seconds
+from benchmarks.common import Result, median_seconds, verdict
 from exporter.config import TargetConfig
 from exporter.exposition import Exposition
 from exporter.metrics import FAMILIES, render_target
@@ -91,7 +91,7 @@ class _Baseline(Collector):
 
 
 def _verdict(ratio: float, target: float) -> str:
-    return f"target <= {target:g}x: {'met' if ratio <= target else 'NOT met'}"
+    return f"target <= {target:g}x: {verdict(ratio <= target)}"
 
 
 def _wait_rebuilt(exposition: Exposition) -> None:

@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import Result
+from benchmarks.common import Result, verdict
 
 THROUGHPUT_TARGET = 0.8
 P99_TARGET = 1.5
@@ -285,10 +285,6 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms"
 
 
-def _met(ok: bool) -> str:
-    return "met" if ok else "NOT met"
-
-
 def bench_scrape(*, quick: bool = False) -> list[Result]:
     sizes = [(5, "~1k")] if quick else [(50, "10k"), (500, "100k")]
     results: list[Result] = []
@@ -331,7 +327,7 @@ def _scrape_size(targets: int, label: str, tmp: Path, quick: bool) -> list[Resul
                 f"exporter {figure.bytes_per_second / 1e6:.0f} MB/s p50 {_ms(figure.p50)} "
                 f"p99 {_ms(figure.p99)}; bare aiohttp handler, same bytes, p50 {_ms(baseline.p50)} "
                 f"p99 {_ms(baseline.p99)}; {figure.tool}, {CONNECTIONS} conns, median of {rounds}x{seconds} s; "
-                f"target >= {THROUGHPUT_TARGET}x: {_met(ratio >= THROUGHPUT_TARGET)}",
+                f"target >= {THROUGHPUT_TARGET}x: {verdict(ratio >= THROUGHPUT_TARGET)}",
             )
         )
     return results
@@ -471,7 +467,7 @@ def _p99_result(label: str, loaded: Load, idle: Load, work: str) -> Result:
         _ms(idle.p99),
         ratio,
         f"{work}; loaded {loaded.requests_per_second:.0f} req/s vs idle {idle.requests_per_second:.0f}; "
-        f"{loaded.tool}, median of windows; target <= {P99_TARGET}x: {_met(ratio <= P99_TARGET)}",
+        f"{loaded.tool}, median of windows; target <= {P99_TARGET}x: {verdict(ratio <= P99_TARGET)}",
     )
 
 
