@@ -18,7 +18,7 @@ from exporter.config import Config, ConfigError
 from exporter.exposition import Exposition
 from exporter.metrics import FAMILIES
 from exporter.poller import Poller
-from exporter.store import Store, StoreError
+from exporter.store import Store
 from exporter.vendors.base import VendorSpec
 
 log = logging.getLogger(__name__)
@@ -83,13 +83,8 @@ class ExporterService:
 
     async def start(self, config: Config, *, schedule: bool = True) -> None:
         """Raises StoreError when the state database cannot be opened or read."""
-        try:
-            await self.store.open()
-            states = await self.store.load()
-        except OSError as exc:
-            # An uncreatable or unwritable --storage.path: a one-line reason,
-            # not a traceback.
-            raise StoreError(f"cannot open the state database {self.store.path}: {exc.strerror or exc}") from exc
+        await self.store.open()
+        states = await self.store.load()
         self.poller = Poller(self.store, self.exposition, self._vendors, states)
         await self._apply(config, schedule=schedule)
         self._refresh_self_metrics()

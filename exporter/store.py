@@ -124,7 +124,14 @@ class Store:
             not_a_file = self.path.exists() and not self.path.is_file()
             if not (_unusable(exc) or not_a_file):
                 raise StoreError(f"cannot open the state database {self.path}: {exc}") from exc
-            self._move_aside(exc)
+            try:
+                self._move_aside(exc)
+            except OSError as move_error:
+                # A damaged file in a directory we may not write: kept as it is.
+                raise StoreError(
+                    f"cannot open the state database {self.path}: it is unusable ({exc}) and cannot be "
+                    f"moved aside: {move_error.strerror or move_error}"
+                ) from move_error
             self._conn = self._connect()
 
     def _move_aside(self, exc: Exception) -> None:
